@@ -1,0 +1,1 @@
+"""tlmed_keras: transfer learning for MedMNIST in Keras 3."""

@@ -1,0 +1,83 @@
+"""Start-up: choose the Keras backend and keep TensorFlow off accelerators.
+
+Must run before the first ``import keras``: Keras fixes its backend at import time. Entry
+points call ``setup()`` right after parsing flags and import Keras-using modules after it.
+This is the only module that knows backends by name; everything else uses ``keras.ops``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+BACKENDS = ("auto", "jax", "tensorflow", "torch")
+# Measured on a 2-core CPU (issue 8): JAX/XLA CPU convolutions are 5-8x slower than
+# TensorFlow's, so "auto" picks TensorFlow when no accelerator is present.
+CPU_BACKEND = "tensorflow"
+
+
+def _jax_has_accelerator() -> bool:
+    if importlib.util.find_spec("jax") is None:
+        return False
+    import jax
+
+    return jax.default_backend() != "cpu"
+
+
+def resolve_backend(requested: str = "auto") -> str:
+    """Maps ``requested`` ("auto" or a backend name) to a concrete Keras backend.
+
+    "auto" is JAX when JAX sees a GPU/TPU, else ``CPU_BACKEND``.
+
+    Raises:
+        ValueError: an unknown backend name.
+        RuntimeError: a backend whose package is not installed, with the command that fixes it.
+    """
+    if requested not in BACKENDS:
+        raise ValueError(f"Unknown backend {requested!r}. Accepted: {', '.join(BACKENDS)}.")
+    backend = requested
+    if requested == "auto":
+        backend = "jax" if _jax_has_accelerator() else CPU_BACKEND
+    if importlib.util.find_spec(backend) is None:
+        fix = {
+            "torch": "pip install torch (CPU build: pip install torch --index-url "
+            "https://download.pytorch.org/whl/cpu)",
+            "jax": "uv sync (or pip install jax; jax[cuda12] on NVIDIA GPUs)",
+            "tensorflow": "uv sync (or pip install tensorflow)",
+        }[backend]
+        raise RuntimeError(f"Keras backend {backend!r} is not installed. Fix: {fix}.")
+    return backend
+
+
+def hide_accelerators_from_tensorflow() -> None:
+    """TensorFlow serves tf.data, TensorBoard and SavedModel only: it must not grab a GPU."""
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:
+        pass  # devices already initialised: TF was set up earlier in this process
+
+
+def setup(backend: str = "auto") -> str:
+    """Selects the Keras backend (before Keras is imported) and returns its name.
+
+    Raises:
+        RuntimeError: Keras was already imported with another backend.
+    """
+    chosen = resolve_backend(backend)
+    if "keras" in sys.modules:
+        import keras
+
+        active = keras.backend.backend()
+        if active != chosen:
+            raise RuntimeError(
+                f"Keras is already running on {active!r}; cannot switch to {chosen!r} in this "
+                "process. Set KERAS_BACKEND before starting Python."
+            )
+    os.environ["KERAS_BACKEND"] = chosen
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if chosen != "tensorflow":
+        hide_accelerators_from_tensorflow()
+    return chosen
