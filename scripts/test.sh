@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The project's test command (README "Set-up", and what CI runs).
+# 1. Installs the locked environment.
+# 2. Adds the parity-test extras (PyTorch CPU, transformers) OUTSIDE the lock: our own install
+#    never pulls torch (pyproject's override drops it), but the AlexNet / SqueezeNet / BEiT /
+#    MobileNetV2 converters are checked against reference PyTorch modules when torch can be had.
+# 3. Runs pytest (slow checks excluded; `bash scripts/test.sh -m slow` runs those).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+uv sync --frozen
+py=.venv/bin/python
+# --no-config: the project's torch override must not apply to this deliberate install.
+if ! "$py" -c "import torch, transformers" 2>/dev/null; then
+  if [ -d /opt/wheels ] && ls /opt/wheels/torch-2.13.0* >/dev/null 2>&1; then
+    torch_src=(--find-links /opt/wheels)      # this workplace's local CPU wheel
+  else
+    torch_src=(--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple)
+  fi
+  uv pip install --no-config --python "$py" "${torch_src[@]}" "torch==2.13.0" \
+    || echo "NOTE: PyTorch could not be installed: torch parity tests will be skipped."
+  uv pip install --no-config --python "$py" "transformers>=4.40,<6" "safetensors" \
+    || echo "NOTE: transformers could not be installed: BEiT parity test will be skipped."
+fi
+exec uv run --frozen pytest "$@"
