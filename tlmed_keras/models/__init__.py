@@ -1,0 +1,29 @@
+"""Model zoo: ImageNet backbones ready for fine-tuning on MedMNIST.
+
+The public API lives in ``registry`` and is re-exported lazily here, so that
+``python -m tlmed_keras.models`` can parse its flags and pick the Keras backend before
+anything imports Keras.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_REGISTRY_API = (
+    "ModelSpec",
+    "build_backbone",
+    "build_classifier",
+    "build_imagenet_classifier",
+    "get_spec",
+    "model_names",
+    "set_trainable",
+)
+
+__all__ = list(_REGISTRY_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REGISTRY_API:
+        return getattr(importlib.import_module(".registry", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
