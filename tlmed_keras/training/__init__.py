@@ -1,0 +1,1 @@
+"""Fine-tuning job: config, MedMNIST metrics, schedules, callbacks, run directory, trainer."""
