@@ -35,6 +35,7 @@ class Config:
     weights: str = _field("imagenet", "Backbone weights: imagenet, none, or a weights file path.")
     data_dir: str = _field("", "Folder of the MedMNIST npz files; empty = medmnist's ~/.medmnist.")
     download: bool = _field(False, "Download missing dataset files (verified MD5).")
+    verify_data: bool = _field(True, "Check the dataset file's MD5 (off only for synthetic files).")
     seed: int = _field(0, "Seed for weights init, shuffling, dropout and augmentation.")
     # Phase 1: a new head on the frozen backbone.
     head_epochs: int = _field(5, "Phase 1 epochs (new head, frozen backbone); 0 skips it.")
@@ -157,8 +158,8 @@ def _check_augment(augment: str) -> None:
         from tlmed_keras.data import pipeline
     except ImportError:  # data layer not there yet: make_dataset will judge it
         return
-    accepted = getattr(pipeline, "AUGMENTATIONS", None)
-    if accepted is not None and augment not in accepted:
+    accepted = ("none", *getattr(pipeline, "AUGMENTATIONS", ()))
+    if len(accepted) > 1 and augment not in accepted:
         _fail("augment", augment, f"accepted: {', '.join(accepted)}.")
 
 

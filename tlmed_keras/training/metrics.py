@@ -104,8 +104,8 @@ def per_class_report(y_true, y_score, task: str, label_names) -> dict[str, dict[
         hits = float((pred_i & true_i).sum())
         report[name] = {
             "auc": _clean(aucs[i]),
-            "recall": hits / true_i.sum() if true_i.any() else None,
-            "precision": hits / pred_i.sum() if pred_i.any() else None,
+            "recall": float(hits / true_i.sum()) if true_i.any() else None,
+            "precision": float(hits / pred_i.sum()) if pred_i.any() else None,
             "support": int(true_i.sum()),
         }
     return report

@@ -1,0 +1,69 @@
+"""A test-only model registry with the contract of ``tlmed_keras.models``: a tiny two-block
+conv backbone with batch-norm, built from stock Keras layers (so model.keras loads in safe
+mode). ``train_and_evaluate(..., registry=tiny_registry)`` uses it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import keras
+
+NAME = "tiny_cnn"
+BLOCKS = 2
+
+
+def model_names() -> tuple[str, ...]:
+    return (NAME,)
+
+
+def get_spec(name: str) -> SimpleNamespace:
+    if name != NAME:
+        raise ValueError(f"Unknown model {name!r}.")
+    return SimpleNamespace(
+        name=NAME,
+        input_size=28,
+        min_input_size=16,
+        normalization="unit",
+        weights_source=None,
+        num_blocks=BLOCKS,
+    )
+
+
+def _backbone(image_size: int) -> keras.Model:
+    inputs = keras.Input((image_size, image_size, 3))
+    x = inputs
+    for i, filters in enumerate((4, 8), start=1):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", name=f"block{i}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"block{i}_bn")(x)
+        x = keras.layers.ReLU(name=f"block{i}_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, x, name="backbone")
+
+
+def build_classifier(
+    name, num_classes, *, weights="imagenet", image_size=None, multilabel=False, dropout=0.0
+):
+    get_spec(name)
+    if weights not in ("none", "imagenet"):
+        raise ValueError(f"tiny_cnn has no weights file {weights!r}.")
+    size = image_size or 28
+    backbone = _backbone(size)
+    inputs = keras.Input((size, size, 3), name="image")
+    # Keras' transfer-learning convention: batch-norm in inference mode even when unfrozen.
+    x = backbone(inputs, training=False)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    logits = keras.layers.Dense(num_classes, name="head", dtype="float32")(x)
+    return keras.Model(inputs, logits, name=NAME), backbone
+
+
+def set_trainable(backbone, name, mode) -> None:
+    if mode == "frozen":
+        backbone.trainable = False
+        return
+    backbone.trainable = True
+    if mode == "all":
+        return
+    for layer in backbone.layers:
+        block = int(layer.name[5]) if layer.name.startswith("block") else BLOCKS + 1
+        layer.trainable = block > BLOCKS - int(mode)

@@ -1,0 +1,75 @@
+"""Task losses on logits: softmax cross-entropy (single-label) or sigmoid binary
+cross-entropy (multi-label), with label smoothing and optional class weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def balanced_weights(labels: np.ndarray, num_classes: int, multilabel: bool) -> np.ndarray:
+    """scikit-learn's "balanced" weights: ``n / (k * count)``.
+
+    Single-label: one weight per class, shape [C] (k = C). Multi-label: per label, a weight
+    for negatives and one for positives, shape [2, L] (k = 2, each label a binary problem).
+    A class that never occurs gets weight 1.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if multilabel:
+        pos = (labels > 0).sum(axis=0).astype(np.float64)
+        counts = np.stack([n - pos, pos])
+        k = 2
+    else:
+        counts = np.bincount(labels.reshape(-1).astype(np.int64), minlength=num_classes)
+        counts = counts.astype(np.float64)
+        k = num_classes
+    with np.errstate(divide="ignore"):
+        weights = np.where(counts > 0, n / (k * np.maximum(counts, 1)), 1.0)
+    return weights.astype(np.float32)
+
+
+def make_loss(
+    num_classes: int,
+    multilabel: bool,
+    label_smoothing: float = 0.0,
+    class_weights: np.ndarray | None = None,
+) -> Callable:
+    """Returns ``loss(y_true, logits) -> [B]`` per-example losses (Keras averages them).
+
+    ``y_true`` follows the pipeline: int class ids [B] (or [B, 1]) for single-label tasks,
+    0/1 floats [B, L] for multi-label. ``class_weights`` is ``balanced_weights``' output.
+    """
+    weights = None if class_weights is None else np.asarray(class_weights, np.float32)
+
+    def softmax_cross_entropy(y_true, logits):
+        logits = ops.cast(logits, "float32")
+        ids = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        target = ops.one_hot(ids, num_classes)
+        if label_smoothing:
+            target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
+        loss = ops.categorical_crossentropy(target, logits, from_logits=True)
+        if weights is not None:
+            loss = loss * ops.take(ops.convert_to_tensor(weights), ids)
+        return loss
+
+    def sigmoid_cross_entropy(y_true, logits):
+        logits = ops.cast(logits, "float32")
+        y = ops.cast(ops.reshape(y_true, ops.shape(logits)), "float32")
+        target = y * (1.0 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else y
+        loss = ops.binary_crossentropy(target, logits, from_logits=True)
+        if weights is not None:
+            w = ops.convert_to_tensor(weights)
+            loss = loss * (y * w[1] + (1.0 - y) * w[0])
+        return ops.mean(loss, axis=-1)
+
+    return sigmoid_cross_entropy if multilabel else softmax_cross_entropy
+
+
+def mean_loss(loss_fn: Callable, y_true: np.ndarray, logits: np.ndarray) -> float:
+    """The mean of ``loss_fn`` over a whole split's predictions (validation loss)."""
+    values = loss_fn(ops.convert_to_tensor(y_true), ops.convert_to_tensor(logits))
+    return float(keras.ops.convert_to_numpy(ops.mean(values)))
