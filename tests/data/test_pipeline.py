@@ -1,0 +1,183 @@
+"""The in-memory tf.data pipeline: shapes, values, labels, shuffling, augmentation."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import synthetic_arrays
+from tlmed_keras.data import catalog, load_arrays
+from tlmed_keras.data.pipeline import make_augmenter, make_dataset, task_labels
+from tlmed_keras.data.preprocess import Preprocess
+
+TORCH_LOW = (0 - 0.485) / 0.229  # the lowest value "torch" normalisation can give
+TORCH_HIGH = (1 - 0.406) / 0.225
+
+
+@pytest.fixture(scope="module")
+def breast(medmnist_dir):
+    return load_arrays("breastmnist", data_dir=medmnist_dir, download=False, cache_dir=None)
+
+
+@pytest.fixture(scope="module")
+def retina(medmnist_dir):
+    return load_arrays("retinamnist", data_dir=medmnist_dir, download=False, cache_dir=None)
+
+
+def _collect(dataset) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = zip(*dataset.as_numpy_iterator(), strict=True)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _raw_from_unit(x: np.ndarray) -> np.ndarray:
+    """Undo "unit" normalisation of an unresized grayscale batch: uint8 [N, 28, 28]."""
+    return np.rint(x[..., 0] * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_official_split_passes_whole_with_shapes_and_ranges(breast, split):
+    images, labels = breast[split]
+    dataset = make_dataset(
+        images,
+        labels,
+        info=breast.info,
+        batch_size=64,
+        preprocess=Preprocess(32, "torch"),
+        training=False,
+    )
+    x, y = _collect(dataset)
+    assert len(x) == breast.info.split_sizes[split]
+    assert x.dtype == np.float32 and x.shape[1:] == (32, 32, 3)
+    assert y.dtype == np.int32 and y.shape == (len(x),)
+    np.testing.assert_array_equal(y, labels[:, 0])  # evaluation keeps the stored order
+    assert TORCH_LOW - 1e-5 <= x.min() < -1.5 and 1.5 < x.max() <= TORCH_HIGH + 1e-5
+
+
+def test_grayscale_is_tripled_and_rgb_kept(breast, retina):
+    unit = Preprocess(28, "unit")
+    x, _ = _collect(
+        make_dataset(*breast["val"], info=breast.info, batch_size=32, preprocess=unit, training=0)
+    )
+    np.testing.assert_array_equal(x[..., 0], x[..., 1])
+    np.testing.assert_array_equal(x[..., 0], x[..., 2])
+    np.testing.assert_array_equal(_raw_from_unit(x), breast["val"][0])
+    x, _ = _collect(
+        make_dataset(*retina["val"], info=retina.info, batch_size=32, preprocess=unit, training=0)
+    )
+    np.testing.assert_allclose(x * 255, retina["val"][0], atol=1e-3)
+
+
+def test_nearest_resize_repeats_pixels(breast):
+    images, labels = breast["val"]
+    nearest = Preprocess(56, "unit", interpolation="nearest")
+    x, _ = _collect(
+        make_dataset(
+            images, labels, info=breast.info, batch_size=40, preprocess=nearest, training=0
+        )
+    )
+    np.testing.assert_array_equal(_raw_from_unit(x[:, ::2, ::2]), images)
+    np.testing.assert_array_equal(x[:, ::2, ::2], x[:, 1::2, 1::2])
+
+
+def _train_order(splits, seed: int, epochs: int = 1) -> list[np.ndarray]:
+    dataset = make_dataset(
+        *splits["train"],
+        info=splits.info,
+        batch_size=100,
+        preprocess=Preprocess(28, "unit"),
+        training=True,
+        seed=seed,
+    )
+    return [_raw_from_unit(_collect(dataset)[0]) for _ in range(epochs)]
+
+
+def _row_keys(images: np.ndarray) -> list[bytes]:
+    return [row.tobytes() for row in images]
+
+
+def test_shuffled_epoch_holds_every_image_once_and_seed_fixes_order(breast):
+    first, second = _train_order(breast, seed=3, epochs=2)
+    original = breast["train"][0]
+    assert sorted(_row_keys(first)) == sorted(_row_keys(original))
+    assert not np.array_equal(first, original)  # it was shuffled
+    assert not np.array_equal(first, second)  # and reshuffled for the next epoch
+    (again,) = _train_order(breast, seed=3)
+    (other,) = _train_order(breast, seed=4)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_multilabel_labels_are_float_vectors():
+    info = catalog.get_info("chestmnist")
+    arrays = synthetic_arrays("chestmnist", n={"train": 10})
+    dataset = make_dataset(
+        arrays["train_images"],
+        arrays["train_labels"],
+        info=info,
+        batch_size=4,
+        preprocess=Preprocess(32),
+        training=True,
+        drop_remainder=True,
+    )
+    x, y = _collect(dataset)
+    assert x.shape == (8, 32, 32, 3)
+    assert y.dtype == np.float32 and y.shape == (8, 14) and set(np.unique(y)) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [("breastmnist", np.int32), ("bloodmnist", np.int32), ("retinamnist", np.int32)],
+)
+def test_single_label_tasks_give_class_ids(name, expected):
+    labels = synthetic_arrays(name, n={"val": 6})["val_labels"]
+    out = task_labels(labels, catalog.get_info(name))
+    assert out.dtype == expected and out.shape == (6,)
+    np.testing.assert_array_equal(out, labels[:, 0])
+
+
+def test_task_labels_rejects_wrong_shape():
+    with pytest.raises(ValueError, match=r"shape \(N, 14\)"):
+        task_labels(np.zeros((5, 1)), catalog.get_info("chestmnist"))
+
+
+def test_augmentation_changes_train_pixels_only(retina):
+    images, labels = retina["val"]
+    kwargs = dict(info=retina.info, batch_size=60, preprocess=Preprocess(28, "unit"), seed=1)
+    plain, y_plain = _collect(make_dataset(images, labels, training=False, **kwargs))
+    evaluated, _ = _collect(make_dataset(images, labels, training=False, augment="basic", **kwargs))
+    np.testing.assert_array_equal(plain, evaluated)  # no augmentation outside training
+    augmented, y_aug = _collect(
+        make_dataset(images, labels, training=True, augment="basic", **kwargs)
+    )
+    assert augmented.shape == plain.shape and augmented.dtype == np.float32
+    assert augmented.min() >= 0.0 and augmented.max() <= 1.0 + 1e-6
+    assert sorted(y_aug) == sorted(y_plain)
+    unshuffled = _collect(make_dataset(images, labels, training=True, **kwargs))[0]
+    assert not np.allclose(np.sort(augmented.ravel()), np.sort(unshuffled.ravel()))
+
+
+def test_bad_arguments_are_named(breast):
+    images, labels = breast["val"]
+    common = dict(info=breast.info, preprocess=Preprocess(28))
+    with pytest.raises(ValueError, match="Unknown augmentation 'heavy'"):
+        make_dataset(images, labels, batch_size=4, training=True, augment="heavy", **common)
+    with pytest.raises(ValueError, match="batch_size"):
+        make_dataset(images, labels, batch_size=0, training=True, **common)
+    with pytest.raises(ValueError, match="78 images but 10 labels"):
+        make_dataset(images, labels[:10], batch_size=4, training=True, **common)
+    assert make_augmenter(None) == []
+
+
+def test_model_with_preprocess_matches_the_pipeline(retina):
+    """The exported model's front (Preprocess on raw uint8) equals what training saw."""
+    images, labels = retina["test"][0][:16], retina["test"][1][:16]
+    preprocess = Preprocess(48, "tf")
+    fed, _ = _collect(
+        make_dataset(
+            images, labels, info=retina.info, batch_size=8, preprocess=preprocess, training=0
+        )
+    )
+    inputs = keras.Input((28, 28, 3), dtype="uint8")
+    model = keras.Model(inputs, Preprocess.from_config(preprocess.get_config())(inputs))
+    np.testing.assert_allclose(np.asarray(model.predict(images, verbose=0)), fed, atol=1e-5)

@@ -1,0 +1,127 @@
+"""The TFDS builder and the TFDS-backed pipeline, prepared from the real BreastMNIST file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tlmed_keras.data import catalog, load_arrays, tfds_builder
+from tlmed_keras.data.errors import ChecksumError
+from tlmed_keras.data.pipeline import make_dataset_from_tfds
+from tlmed_keras.data.preprocess import Preprocess
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory, medmnist_dir):
+    """A TFDS folder with breastmnist_28 prepared once for the module."""
+    folder = tmp_path_factory.mktemp("tfds")
+    tfds_builder.prepared_builder(
+        "breastmnist", 28, tfds_dir=folder, npz_dir=medmnist_dir, cache_dir=None
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def breast(medmnist_dir):
+    return load_arrays("breastmnist", data_dir=medmnist_dir, download=False, cache_dir=None)
+
+
+def test_configs_cover_every_dataset_and_size():
+    names = {config.name for config in tfds_builder.MedMNIST.BUILDER_CONFIGS}
+    assert len(names) == len(catalog.dataset_names()) * len(catalog.SIZES)
+    assert {"breastmnist_28", "tissuemnist_224", "chestmnist_64"} <= names
+
+
+def test_tfds_load_gives_official_splits_and_images(tfds_dir, breast, medmnist_dir):
+    builder = tfds.builder("medmnist/breastmnist_28", data_dir=tfds_dir, npz_dir=medmnist_dir)
+    assert {s: builder.info.splits[s].num_examples for s in catalog.SPLITS} == (
+        breast.info.split_sizes
+    )
+    assert builder.info.features["label"].names == list(breast.info.label_names)
+    for split in catalog.SPLITS:
+        examples = list(tfds.load("medmnist/breastmnist_28", split=split, data_dir=tfds_dir))
+        index = np.array([int(e["index"]) for e in examples])
+        assert sorted(index) == list(range(breast.info.split_sizes[split]))
+        images, labels = breast[split]
+        stored = np.stack([e["image"].numpy() for e in examples])
+        assert stored.dtype == np.uint8 and stored.shape[1:] == (28, 28)
+        np.testing.assert_array_equal(stored, images[index])
+        np.testing.assert_array_equal([int(e["label"]) for e in examples], labels[index, 0])
+
+
+def _indices_of_epoch(tfds_dir, medmnist_dir, breast, seed) -> np.ndarray:
+    """Train-split order as rows of the npz, recovered from the unnormalised pixels."""
+    dataset = make_dataset_from_tfds(
+        "breastmnist",
+        28,
+        "train",
+        batch_size=100,
+        preprocess=Preprocess(28, "unit"),
+        training=True,
+        seed=seed,
+        tfds_dir=tfds_dir,
+        npz_dir=medmnist_dir,
+        shuffle_buffer=200,
+        cache_dir=None,
+    )
+    row_of = {img.tobytes(): i for i, img in enumerate(breast["train"][0])}
+    order = []
+    for x, y in dataset.as_numpy_iterator():
+        assert x.shape[1:] == (28, 28, 3) and x.dtype == np.float32 and y.dtype == np.int32
+        raw = np.rint(x[..., 0] * 255).astype(np.uint8)
+        order += [row_of[img.tobytes()] for img in raw]
+    return np.array(order)
+
+
+def test_tfds_pipeline_epoch_holds_every_image_once_and_is_seeded(tfds_dir, medmnist_dir, breast):
+    first = _indices_of_epoch(tfds_dir, medmnist_dir, breast, seed=5)
+    assert sorted(first) == list(range(546))
+    np.testing.assert_array_equal(first, _indices_of_epoch(tfds_dir, medmnist_dir, breast, 5))
+    assert not np.array_equal(first, _indices_of_epoch(tfds_dir, medmnist_dir, breast, 6))
+
+
+def test_tfds_pipeline_eval_split_counts_and_labels(tfds_dir, medmnist_dir, breast):
+    dataset = make_dataset_from_tfds(
+        "breastmnist",
+        28,
+        "test",
+        batch_size=64,
+        preprocess=Preprocess(64, "torch"),
+        training=False,
+        tfds_dir=tfds_dir,
+        npz_dir=medmnist_dir,
+        cache_dir=None,
+    )
+    batches = list(dataset.as_numpy_iterator())
+    x = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    assert x.shape == (156, 64, 64, 3) and -2.2 < x.min() < x.max() < 2.7
+    assert np.bincount(y).tolist() == np.bincount(breast["test"][1][:, 0]).tolist()
+
+
+def test_multilabel_synthetic_prepares_with_label_vectors(make_npz, tmp_path):
+    path = make_npz("chestmnist", n={"train": 6, "val": 2, "test": 2})
+    dataset = make_dataset_from_tfds(
+        "chestmnist",
+        28,
+        "train",
+        batch_size=3,
+        preprocess=Preprocess(32),
+        training=True,
+        augment="flip",
+        tfds_dir=tmp_path / "tfds",
+        npz_dir=path.parent,
+        cache_dir=None,
+        verify=False,
+    )
+    (x1, y1), (x2, y2) = dataset.as_numpy_iterator()
+    assert x1.shape == (3, 32, 32, 3) and y1.shape == (3, 14) and y1.dtype == np.float32
+
+
+def test_preparation_refuses_a_file_with_wrong_md5(make_npz, tmp_path):
+    path = make_npz("pneumoniamnist")
+    with pytest.raises(ChecksumError):
+        tfds_builder.prepared_builder(
+            "pneumoniamnist", 28, tfds_dir=tmp_path / "tfds", npz_dir=path.parent, cache_dir=None
+        )

@@ -1,0 +1,214 @@
+"""The tf.data input pipeline: one split to ``(x float32 [B,S,S,3], y)`` batches.
+
+Two sources share one tail (``_finish``): in-memory arrays (``make_dataset``) and a prepared
+TFDS dataset streamed from disk (``make_dataset_from_tfds``, for the 224 px sets). The tail
+batches first, then maps augmentation and the ``Preprocess`` layer over whole batches (one
+vectorised op per batch instead of per image), in parallel, and prefetches.
+
+Augmentation runs on raw pixels (float, 0-255, the stored resolution) before ``Preprocess``:
+cheaper than at 224 px, and ``RandomContrast`` clips to the 0-255 range it expects.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tlmed_keras.data.catalog import SPLITS, DatasetInfo
+from tlmed_keras.data.preprocess import Preprocess
+
+AUTOTUNE = tf.data.AUTOTUNE
+AUGMENTATIONS = ("basic", "flip")
+DEFAULT_SHUFFLE_BUFFER = 10_000
+
+
+def task_labels(labels: np.ndarray, info: DatasetInfo) -> np.ndarray:
+    """Labels in the form the task's loss needs.
+
+    Returns:
+        int32 ``[N]`` class ids for single-label tasks (binary, multi-class, ordinal), or
+        float32 ``[N, L]`` 0/1 vectors for multi-label.
+
+    Raises:
+        ValueError: ``labels`` is not ``[N, 1]`` (single-label) or ``[N, L]`` (multi-label).
+    """
+    labels = np.asarray(labels)
+    width = info.num_classes if info.is_multilabel else 1
+    if labels.ndim != 2 or labels.shape[1] != width:
+        raise ValueError(
+            f"Labels of {info.name} ({info.task}) must have shape (N, {width}), got "
+            f"{labels.shape}. Pass the arrays that load_arrays returns."
+        )
+    if info.is_multilabel:
+        return labels.astype(np.float32)
+    return labels[:, 0].astype(np.int32)
+
+
+def _batch_task_labels(labels: tf.Tensor, info: DatasetInfo) -> tf.Tensor:
+    """``task_labels`` for a batch of TFDS labels (class ids [B] or 0/1 vectors [B, L])."""
+    return tf.cast(labels, tf.float32 if info.is_multilabel else tf.int32)
+
+
+def make_augmenter(name: str | None, seed: int = 0) -> list[keras.layers.Layer]:
+    """Keras core augmentation layers for raw pixels (float 0-255, ``[B, H, W, C]``).
+
+    "basic": horizontal flip, rotation up to +-10 degrees, zoom +-10 %, contrast +-10 %:
+    mild changes a scanner or a patient's position could produce. "flip": flip only.
+    None: no augmentation.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if name is None:
+        return []
+    if name not in AUGMENTATIONS:
+        raise ValueError(
+            f"Unknown augmentation {name!r}. Accepted: {', '.join(AUGMENTATIONS)} or None."
+        )
+    layers = keras.layers
+    augmenter = [layers.RandomFlip("horizontal", seed=seed)]
+    if name == "basic":
+        augmenter += [
+            layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1),
+            layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
+            layers.RandomContrast(0.1, value_range=(0, 255), seed=seed + 3),
+        ]
+    return augmenter
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+
+
+def _finish(
+    batches: tf.data.Dataset,
+    *,
+    preprocess: Preprocess,
+    training: bool,
+    augment: str | None,
+    seed: int,
+) -> tf.data.Dataset:
+    """Shared tail: augmentation (training only), ``Preprocess``, prefetch."""
+    augmenter = make_augmenter(augment, seed) if training else []
+
+    def transform(images, labels):
+        x = images
+        if augmenter:
+            x = tf.cast(x, tf.float32)
+            if x.shape.rank == 3:  # grayscale without a channel axis; layers need one
+                x = x[..., None]
+            for layer in augmenter:
+                x = layer(x, training=True)
+        return preprocess(x), labels
+
+    return batches.map(transform, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    info: DatasetInfo,
+    batch_size: int,
+    preprocess: Preprocess,
+    training: bool,
+    seed: int = 0,
+    augment: str | None = None,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """A dataset of one split held in memory (``load_arrays(...)[split]``).
+
+    Shuffling is of row indices over the whole split (exactly one visit per image per epoch),
+    seeded and reshuffled every epoch, and only when ``training``. Batches are gathered from
+    the arrays by index, so images are never copied one by one.
+
+    Args:
+        images: uint8 ``[N, H, W]`` or ``[N, H, W, C]``.
+        labels: ``[N, 1]`` class ids or ``[N, L]`` 0/1 (multi-label), as stored.
+        info: the dataset's catalog entry (task, number of classes).
+        batch_size: images per batch.
+        preprocess: the ``Preprocess`` layer (resize, 3 channels, normalisation).
+        training: shuffle and augment (the train split); False keeps the stored order.
+        seed: shuffling and augmentation seed.
+        augment: "basic", "flip" or None (see ``make_augmenter``); ignored unless training.
+        drop_remainder: drop the last incomplete batch.
+
+    Returns:
+        ``tf.data.Dataset`` of ``(x float32 [B,S,S,3], y)``, y as ``task_labels``.
+
+    Raises:
+        ValueError: mismatched images/labels, bad label shape, bad batch size or augmentation.
+    """
+    _check_batch_size(batch_size)
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels: they must match.")
+    make_augmenter(augment)  # fail on a bad name now, not inside tf.data tracing
+    all_images = tf.constant(images)
+    all_labels = tf.constant(task_labels(labels, info))
+    order = tf.data.Dataset.range(len(images))
+    if training:
+        order = order.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    batches = order.batch(batch_size, drop_remainder=drop_remainder).map(
+        lambda rows: (tf.gather(all_images, rows), tf.gather(all_labels, rows)),
+        num_parallel_calls=AUTOTUNE,
+    )
+    return _finish(batches, preprocess=preprocess, training=training, augment=augment, seed=seed)
+
+
+def make_dataset_from_tfds(
+    name: str,
+    size: int = 28,
+    split: str = "train",
+    *,
+    batch_size: int,
+    preprocess: Preprocess,
+    training: bool,
+    seed: int = 0,
+    augment: str | None = None,
+    drop_remainder: bool = False,
+    tfds_dir: os.PathLike | str | None = None,
+    npz_dir: os.PathLike | str | None = None,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    **builder_kwargs,
+) -> tf.data.Dataset:
+    """A dataset of one split streamed from the TFDS copy of ``name`` at ``size`` px.
+
+    Prepares the TFDS copy first if needed (from the verified npz, see ``tfds_builder``).
+    Memory holds ``shuffle_buffer`` images, not the split. When training, file order and a
+    seeded shuffle buffer randomise the order.
+
+    Args:
+        name, size, split: the dataset and split ("train", "val" or "test").
+        batch_size, preprocess, training, seed, augment, drop_remainder: as ``make_dataset``.
+        tfds_dir: TFDS data folder (TFDS's default, ~/tensorflow_datasets, when None).
+        npz_dir: where to find / download the npz when preparing (see ``files``).
+        shuffle_buffer: images in the shuffle buffer (training only).
+        **builder_kwargs: passed to the builder (``cache_dir``, ``verify``, ``download``).
+
+    Returns:
+        ``tf.data.Dataset`` of ``(x float32 [B,S,S,3], y)``, y as ``task_labels``.
+
+    Raises:
+        ValueError: unknown split, bad batch size or augmentation; errors of ``files``.
+    """
+    from tlmed_keras.data import tfds_builder
+
+    _check_batch_size(batch_size)
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}. Accepted: {', '.join(SPLITS)}.")
+    make_augmenter(augment)
+    builder = tfds_builder.prepared_builder(
+        name, size, tfds_dir=tfds_dir, npz_dir=npz_dir, **builder_kwargs
+    )
+    info = builder.catalog_info
+    examples = tfds_builder.as_supervised(builder, split, shuffle=training, seed=seed)
+    if training:
+        examples = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    batches = examples.batch(
+        batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE
+    ).map(lambda x, y: (x, _batch_task_labels(y, info)), num_parallel_calls=AUTOTUNE)
+    return _finish(batches, preprocess=preprocess, training=training, augment=augment, seed=seed)
