@@ -1,0 +1,60 @@
+"""Exploratory figures of one MedMNIST 2D split, with an index of what they show.
+
+    python -m tlmed_keras.eda --data=bloodmnist --out=eda/bloodmnist
+    python -m tlmed_keras.eda --data=breastmnist --data_dir=../shared/data/medmnist --out=/tmp/b
+
+Writes class counts, PCA and t-SNE scatter plots (2D and 3D), the mean image, pixel-intensity
+histograms and a montage of each class, plus ``index.md`` (one line per figure, with the
+numbers behind it) and ``eda.json`` (the same numbers). See ``tlmed_keras.analysis``.
+Uses numpy, scikit-learn and matplotlib only: no Keras or TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_string("data", None, "MedMNIST 2D dataset name, e.g. bloodmnist.", required=True)
+flags.DEFINE_string(
+    "out", None, "Output folder for the PNGs, index.md and eda.json.", required=True
+)
+flags.DEFINE_enum("split", "train", ["train", "val", "test"], "Split to describe.")
+flags.DEFINE_integer("size", 28, "Image size of the MedMNIST file (28, 64, 128 or 224).")
+flags.DEFINE_string("data_dir", None, "Folder with the npz; default: medmnist's cache.")
+flags.DEFINE_bool("download", True, "Download the file when it is not found.")
+flags.DEFINE_integer("pca_samples", 10_000, "Images PCA is fitted on (seeded, stratified).")
+flags.DEFINE_integer("tsne_samples", 2_000, "Images t-SNE embeds (seeded, stratified).")
+flags.DEFINE_float("tsne_perplexity", 30.0, "t-SNE perplexity (below --tsne_samples).")
+flags.DEFINE_integer("tsne_iterations", 1000, "t-SNE optimisation steps (at least 250).")
+flags.DEFINE_integer("tsne_threads", 1, "OpenMP threads for t-SNE; 0 = every core.")
+flags.DEFINE_integer("seed", 0, "Seed of the samples, PCA, t-SNE and montages.")
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from tlmed_keras.analysis import EdaOptions, write_eda
+    from tlmed_keras.data import load_arrays
+
+    options = EdaOptions(
+        split=FLAGS.split,
+        pca_samples=FLAGS.pca_samples,
+        tsne_samples=FLAGS.tsne_samples,
+        tsne_perplexity=FLAGS.tsne_perplexity,
+        tsne_iterations=FLAGS.tsne_iterations,
+        tsne_threads=FLAGS.tsne_threads or None,
+        seed=FLAGS.seed,
+    )
+    try:
+        splits = load_arrays(FLAGS.data, FLAGS.size, FLAGS.data_dir, FLAGS.download)
+        images, labels = splits[FLAGS.split]
+        index = write_eda(images, labels, splits.info, FLAGS.out, options)
+    except (ValueError, OSError) as e:
+        sys.exit(f"tlmed_keras.eda: error: {e}")
+    print(f"Wrote {index}")
+
+
+if __name__ == "__main__":
+    app.run(main)
