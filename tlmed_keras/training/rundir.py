@@ -4,8 +4,9 @@ Layout::
 
     WORKDIR/
       flags.txt       the run's flags (``--flagfile=WORKDIR/flags.txt`` reruns it)
-      config.json     resolved config: the flags + image_size, normalization (Preprocess
-                      config), backend, devices, task, num_classes
+      config.json     resolved config: the flags with image_size and backend resolved, +
+                      normalization (Preprocess config), devices, task, num_classes; under
+                      "flags" the flags exactly as given (what a resume must match)
       tb/             TensorBoard: train/ and validation/ scalars per epoch
       history.csv     one row per epoch (both phases)
       checkpoint/     resume state: state.json + ckpt-<epoch>.npz (model + optimizer
@@ -42,6 +43,7 @@ DONE_FILE = "DONE"
 TB_DIR = "tb"
 CKPT_DIR = "checkpoint"
 STATE_FILE = "state.json"
+FLAGS_KEY = "flags"  # config.json: the flags as given (top level: resolved, e.g. image_size)
 
 
 def atomic_write(path: os.PathLike | str, data: str | bytes) -> None:
@@ -116,7 +118,7 @@ class RunDir:
 
     def check_same_config(self, config: Config) -> None:
         """Raises ConfigMismatchError when the workdir's run used other flags."""
-        stored = Config.from_dict(read_json(self.root / CONFIG_FILE))
+        stored = Config.from_dict(read_json(self.root / CONFIG_FILE)[FLAGS_KEY])
         old, new = stored.to_dict(), config.to_dict()
         diff = [
             f"--{k}: {old[k]!r} in the workdir, {new[k]!r} now" for k in old if old[k] != new[k]
@@ -130,7 +132,8 @@ class RunDir:
     def write_config(self, config: Config, resolved: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write(self.root / FLAGS_FILE, config.to_flagfile())
-        write_json(self.root / CONFIG_FILE, {**config.to_dict(), **resolved})
+        values = config.to_dict()
+        write_json(self.root / CONFIG_FILE, {**values, **resolved, FLAGS_KEY: values})
 
     def read_config(self) -> dict[str, Any]:
         return read_json(self.root / CONFIG_FILE)
@@ -190,7 +193,7 @@ class RunDir:
 class Run:
     """A finished run, loaded back: what evaluate/export need."""
 
-    config: Config
+    config: Config  # the flags, with image_size and backend resolved
     model: Any  # keras.Model on preprocessed input, returns logits
     preprocess: Any  # tlmed_keras.data.preprocess.Preprocess
     info: Any  # tlmed_keras.data.catalog.DatasetInfo

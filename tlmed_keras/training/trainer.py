@@ -45,9 +45,7 @@ def _spec(registry: Any, name: str) -> Any:
     try:
         return registry.get_spec(name)
     except (KeyError, ValueError) as e:
-        raise ValueError(
-            f"Bad --model={name!r}: accepted: {', '.join(registry.model_names())}. ({e})"
-        ) from e
+        raise ValueError(f"Bad --model={name!r}: {e}") from e
 
 
 def _load_splits(config: Config):

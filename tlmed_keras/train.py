@@ -1,0 +1,57 @@
+"""Fine-tunes an ImageNet backbone on a MedMNIST dataset (head first, then unfrozen).
+
+    python -m tlmed_keras.train --model=mobilenet_v2 --data=bloodmnist --workdir=runs/blood
+    python -m tlmed_keras.train --flagfile=flags/cpu/breastmnist_mobilenet_v2_torchvision.cfg
+
+Every flag is a field of ``tlmed_keras.training.config.Config`` (names, defaults and help are
+defined there, in one place). The run directory is described in
+``tlmed_keras.training.rundir``; rerunning with the same flags resumes an interrupted run.
+
+Data parallelism: on the JAX backend with more than one device the batch is split over all
+local devices (``--distribute=auto``). For several hosts start every host with
+KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES and
+KERAS_DISTRIBUTION_PROCESS_ID set: ``keras.distribution.initialize()`` joins them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+
+from tlmed_keras.training.config import Config, fields_help
+
+_DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}
+for _name, _default, _help in fields_help():
+    _DEFINE.get(type(_default), flags.DEFINE_string)(_name, _default, _help)
+flags.DEFINE_string("workdir", "", "Run directory; empty = runs/<data>_<size>/<model>/seed<seed>/.")
+FLAGS = flags.FLAGS
+
+
+def config_from_flags() -> Config:
+    """The Config of the parsed flags."""
+    return Config(**{name: FLAGS[name].value for name, _, _ in fields_help()})
+
+
+def default_workdir(config: Config) -> str:
+    return os.path.join("runs", f"{config.data}_{config.size}", config.model, f"seed{config.seed}")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from tlmed_keras import runtime
+
+    config = config_from_flags()
+    runtime.setup(config.backend)
+    from tlmed_keras.training.trainer import train_and_evaluate
+
+    try:
+        train_and_evaluate(config, FLAGS.workdir or default_workdir(config))
+    except (ValueError, FloatingPointError) as e:
+        sys.exit(f"tlmed_keras.train: error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)
