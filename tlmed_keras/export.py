@@ -1,0 +1,83 @@
+"""Export a trained run as a SavedModel in TF Serving's layout.
+
+    python -m tlmed_keras.export --workdir=RUN --export_dir=DIR [--version=N] [--overwrite]
+
+Writes ``DIR/<name>/<version>/`` (``serving_default``: raw uint8 images ``[batch, H, W, C]``
+at the dataset's native size -> ``probabilities`` and ``class_id``), ``DIR/models.config``
+and ``DIR/<name>/request.json``. The version is verified against the Keras model on real
+images of ``--split`` before it is moved into place. See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+
+from tlmed_keras import runtime
+
+flags.DEFINE_string("workdir", None, "Run directory of a finished training run.")
+flags.DEFINE_string("export_dir", None, "TF Serving model root (DIR/<name>/<version>/).")
+flags.DEFINE_integer("version", None, "Version number; default: one above the highest there.")
+flags.DEFINE_string("name", None, "TF Serving model name; default: the dataset name.")
+flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
+flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split verified on.")
+flags.DEFINE_integer("num_verify", 64, "Images of --split compared with Keras (0 = all).")
+flags.DEFINE_float("atol", 1e-4, "Max abs difference of probabilities, SavedModel vs Keras.")
+flags.DEFINE_string("data_dir", None, "Folder of the npz files; default: the run's data_dir.")
+flags.DEFINE_bool("download", None, "Download a missing data file; default: the run's setting.")
+flags.DEFINE_list(
+    "platforms",
+    ["cpu", "cuda"],
+    "JAX backend only: jax2tf native serialization platforms of the artifact. Keep cpu to "
+    "serve on CPU; cuda adds NVIDIA GPU serving (needs a TF Serving GPU build).",
+)
+flags.DEFINE_string(
+    "serving_base_path",
+    None,
+    "Where the server sees --export_dir, for models.config (e.g. /models in the "
+    "tensorflow/serving container); default: its absolute path here.",
+)
+flags.DEFINE_enum("backend", "auto", list(runtime.BACKENDS), "Keras backend of the export.")
+flags.mark_flags_as_required(["workdir", "export_dir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    F = flags.FLAGS
+    runtime.setup(F.backend)
+
+    from tlmed_keras.reporting.split import load_split
+    from tlmed_keras.serving import export_savedmodel, layout
+    from tlmed_keras.training.rundir import load_run
+
+    run = load_run(F.workdir)
+    images, _ = load_split(run, F.split, F.data_dir, F.download)
+    if F.num_verify > 0:
+        images = images[: F.num_verify]
+    result = export_savedmodel(
+        run.model,
+        run.preprocess,
+        run.info,
+        F.export_dir,
+        images,
+        name=F.name,
+        version=F.version,
+        overwrite=F.overwrite,
+        platforms=F.platforms,
+        atol=F.atol,
+        metadata={"workdir": str(run.workdir), "model": run.config.model},
+        serving_base_path=F.serving_base_path,
+    )
+    print(result.signature)
+    print(
+        f"Verified on {result.num_verified} {F.split} images: max |SavedModel - Keras| "
+        f"probability difference {result.max_abs_diff:.2e} (limit {F.atol:g})."
+    )
+    print(f"Exported {result.name} version {result.version} -> {result.path}")
+    print(f"TF Serving config: {result.models_config}")
+    print(f"Sample request:    {result.request}")
+    print(f"  {layout.curl_line(result.name, result.request)}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,1 @@
+"""Evaluation of a finished run: metrics, per-class report, figures."""
