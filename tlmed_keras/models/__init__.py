@@ -12,11 +12,13 @@ from typing import Any
 
 _REGISTRY_API = (
     "ModelSpec",
+    "WeightsUnavailableError",
     "build_backbone",
     "build_classifier",
     "build_imagenet_classifier",
     "get_spec",
     "model_names",
+    "normalization_of",
     "set_trainable",
 )
 

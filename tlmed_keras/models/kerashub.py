@@ -1,0 +1,7 @@
+"""Backbones from keras-hub (filled in below)."""
+
+from __future__ import annotations
+
+
+def specs() -> dict:
+    return {}
