@@ -1,7 +1,172 @@
-"""Backbones from keras-hub (filled in below)."""
+"""Backbones from keras-hub: ResNet-18/34, ViT-B/16, DINOv2-S.
+
+keras-hub reads even a preset's *architecture* from its download (Kaggle / Hugging Face), so
+``weights=none`` cannot go through ``from_preset`` offline. Each entry therefore embeds the
+constructor arguments of its preset (taken from keras-hub 0.32's sources: the timm ResNet
+converter's table and the published ViT / DINOv2 sizes) and builds that architecture
+directly; only ``weights="imagenet"`` calls ``from_preset``, which downloads config + weights.
+
+Each backbone is wrapped into a functional model ending in pooled features: global average
+pooling for ResNets, the class token for the transformers.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import pathlib
+import re
 
-def specs() -> dict:
-    return {}
+import keras
+import keras_hub
+
+from tlmed_keras.models import keras_apps
+from tlmed_keras.models.spec import ModelSpec, unavailable
+
+_RESNET_COMMON = dict(
+    input_conv_filters=[64],
+    input_conv_kernel_sizes=[7],
+    stackwise_num_filters=[64, 128, 256, 512],
+    stackwise_num_strides=[1, 2, 2, 2],
+    block_type="basic_block",
+    use_pre_activation=False,
+)
+
+
+@keras.saving.register_keras_serializable(package="tlmed_keras")
+class ClassToken(keras.layers.Layer):
+    """``[B, T, D]`` token sequence -> ``[B, D]``: the first (class) token."""
+
+    def call(self, tokens):
+        return tokens[:, 0, :]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class HubModel:
+    """One keras-hub backbone: its class, embedded config, preset and pooling.
+
+    Attributes:
+        backbone_class: name in ``keras_hub.models``.
+        config: constructor arguments (the preset's architecture).
+        preset: what ``from_preset`` loads for ``weights="imagenet"``.
+        kind: "cnn" (average pooling, ResNet blocks) or "vit"/"dinov2" (class token).
+        fixed_size: the model's config takes ``image_shape`` (transformers).
+    """
+
+    backbone_class: str
+    config: dict
+    preset: str
+    kind: str
+
+    def _inner(self, size: int, pretrained: bool) -> keras.Model:
+        cls = getattr(keras_hub.models, self.backbone_class)
+        shape_arg = {} if self.kind == "cnn" else {"image_shape": (size, size, 3)}
+        if pretrained:
+            return cls.from_preset(self.preset, **shape_arg)
+        return cls(**self.config, **shape_arg)
+
+    def build(self, name: str, input_shape, weights, include_top: bool) -> keras.Model:
+        """Backbone ``[B, S, S, 3]`` -> pooled features, randomly initialised or pretrained."""
+        if include_top:
+            raise ValueError(
+                f"{name!r} (keras-hub) is offered headless only; the ImageNet classifier "
+                "(--classify) is available for keras.applications and torchvision models."
+            )
+        if isinstance(weights, pathlib.Path):
+            raise ValueError(f"{name!r} has no converter for {weights.name}; pass Keras weights.")
+        try:
+            inner = self._inner(input_shape[0], pretrained=weights == "imagenet")
+        except Exception as err:
+            if weights == "imagenet":  # from_preset only fails on fetching the preset
+                raise unavailable(name, f"keras-hub preset {self.preset!r}", err) from err
+            raise
+        inputs = keras.Input(tuple(input_shape), name="image")
+        if self.kind == "cnn":
+            pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(inner(inputs))
+        else:
+            feed = {"images": inputs} if self.kind == "dinov2" else inputs
+            pooled = ClassToken(name="class_token")(inner(feed))
+        return keras.Model(inputs, pooled, name=name)
+
+    def blocks(self, backbone: keras.Model) -> list[list[keras.layers.Layer]]:
+        """Residual blocks (CNN) or transformer layers (the final norm joins the top one)."""
+        inner = next(lyr for lyr in backbone.layers if isinstance(lyr, keras_hub.models.Backbone))
+        if self.kind == "cnn":
+            return keras_apps._blocks_by_group(inner.layers, re.compile(r"^(stack\d+_block\d+)_"))
+        if self.kind == "vit":
+            encoder = inner.get_layer("vit_encoder")
+            layers, final_norm = encoder.encoder_layers, encoder.layer_norm
+        else:
+            layers, final_norm = inner.encoder.layers, inner.layernorm
+        blocks = [[layer] for layer in layers]
+        blocks[-1].append(final_norm)
+        return blocks
+
+
+HUB_MODELS = {
+    "resnet18": HubModel(
+        "ResNetBackbone",
+        dict(_RESNET_COMMON, stackwise_num_blocks=[2, 2, 2, 2]),
+        "resnet_18_imagenet",
+        "cnn",
+    ),
+    # torchvision's ResNet-34 weights, through keras-hub's timm converter.
+    "resnet34": HubModel(
+        "ResNetBackbone",
+        dict(_RESNET_COMMON, stackwise_num_blocks=[3, 4, 6, 3]),
+        "hf://timm/resnet34.tv_in1k",
+        "cnn",
+    ),
+    "vit_b16": HubModel(
+        "ViTBackbone",
+        dict(patch_size=16, num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072),
+        "vit_base_patch16_224_imagenet",
+        "vit",
+    ),
+    # Self-supervised (no ImageNet labels); position embeddings interpolate to any size.
+    "dinov2_small": HubModel(
+        "DINOV2Backbone",
+        dict(
+            patch_size=14,
+            num_layers=12,
+            hidden_dim=384,
+            num_heads=6,
+            intermediate_dim=1536,
+            layer_scale_init_value=1.0,
+            position_embedding_shape=(518, 518, 3),
+        ),
+        "dinov2_small",
+        "dinov2",
+    ),
+}
+
+# name: (input_size, min_input_size, normalization, num_blocks, pretrained_sizes)
+_INFO = {
+    "resnet18": (224, 32, "torch", 8, None),
+    "resnet34": (224, 32, "torch", 16, None),
+    # Google's ViT checkpoints are normalised to [-1, 1]; position embeddings fix 224 px.
+    "vit_b16": (224, 32, "half", 12, (224,)),
+    "dinov2_small": (224, 28, "torch", 12, None),
+}
+
+
+def specs() -> dict[str, ModelSpec]:
+    """The keras-hub entries of the registry."""
+    out = {}
+    for name, hub in HUB_MODELS.items():
+        size, min_size, norm, num_blocks, pretrained_sizes = _INFO[name]
+        out[name] = ModelSpec(
+            name=name,
+            input_size=size,
+            min_input_size=min_size,
+            normalization=norm,
+            weights_source=f"keras-hub {hub.preset}",
+            num_blocks=num_blocks,
+            family="keras-hub",
+            build=lambda shape, weights, top, _n=name, _h=hub: _h.build(_n, shape, weights, top),
+            blocks=hub.blocks,
+            pretrained_sizes=pretrained_sizes,
+        )
+    return out
