@@ -1,0 +1,227 @@
+"""The sweep runner end to end: tables (means and sds), skip-if-finished, failures, sharding."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from experiments import runs as sweep_runs
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+HERE = pathlib.Path(__file__).resolve().parent
+FAKE = (
+    f"{sys.executable} {HERE / 'fake_train.py'} --flagfile={{flagfile}} --seed={{seed}} "
+    "--workdir={workdir}"
+)
+
+# cell -> seed -> (test acc, test auc); what the fake trainer reports.
+RESULTS = {
+    "blood_a": {0: (0.91, 0.990), 1: (0.87, 0.981), 2: (0.90, 0.985)},
+    "oct_b": {0: (0.71, 0.930), 1: (0.78, 0.951), 2: (0.74, 0.944)},
+}
+FAIL_MESSAGE = "Bad --image_size=7: resnet18 takes inputs of at least 32 px"
+
+
+def _flagfile(folder: pathlib.Path, stem: str, model: str, data: str, extra: str) -> pathlib.Path:
+    path = folder / f"{stem}.cfg"
+    path.write_text(f"# test cell {stem}\n--model={model}\n--data={data}\n--size=28\n{extra}\n")
+    return path
+
+
+@pytest.fixture
+def flagdir(tmp_path):
+    folder = tmp_path / "flags"
+    folder.mkdir()
+    for stem, data, model in (
+        ("blood_a", "bloodmnist", "resnet18"),
+        ("oct_b", "octmnist", "vgg16"),
+    ):
+        table = ";".join(f"{s}:{a}:{u}" for s, (a, u) in RESULTS[stem].items())
+        _flagfile(folder, stem, model, data, f"--fake_metrics={table}")
+    _flagfile(folder, "broken", "resnet18", "bloodmnist", f"--fake_fail={FAIL_MESSAGE}")
+    return folder
+
+
+def sweep(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _rows(path: pathlib.Path) -> dict[str, dict]:
+    with open(path) as f:
+        return {row["cell"]: row for row in csv.DictReader(f)}
+
+
+def test_table_means_sds_failures_and_no_retraining(flagdir, tmp_path):
+    out = tmp_path / "out"
+    args = (f"--flagfiles={flagdir}/*.cfg", "--seeds=0,1,2", f"--out={out}", f"--command={FAKE}")
+    first = sweep(*args)
+    assert first.returncode == 1, first.stderr  # a run failed: the sweep says so...
+    starts = (out / "runs" / "starts.txt").read_text().splitlines()
+    assert len(starts) == 9  # ...but every run was started
+
+    cells = _rows(out / "results.csv")
+    for stem, by_seed in RESULTS.items():
+        accs = [a for a, _ in by_seed.values()]
+        aucs = [u for _, u in by_seed.values()]
+        row = cells[stem]
+        assert row["done"] == "3" and row["failed"] == "0"
+        assert float(row["test_acc_mean"]) == pytest.approx(statistics.mean(accs), abs=1e-6)
+        assert float(row["test_acc_sd"]) == pytest.approx(statistics.stdev(accs), abs=1e-6)
+        assert float(row["test_auc_mean"]) == pytest.approx(statistics.mean(aucs), abs=1e-6)
+        assert float(row["test_auc_sd"]) == pytest.approx(statistics.stdev(aucs), abs=1e-6)
+    assert cells["broken"]["done"] == "0" and cells["broken"]["failed"] == "3"
+    assert cells["broken"]["test_acc_mean"] == ""
+
+    md = (out / "results.md").read_text()
+    accs = [a for a, _ in RESULTS["blood_a"].values()]
+    assert f"{statistics.mean(accs):.4f} ± {statistics.stdev(accs):.4f}" in md
+    assert "## Failed runs" in md and md.count(FAIL_MESSAGE) >= 3
+    assert "| broken | resnet18 | bloodmnist |" in md and "0/3 (3 failed)" in md
+    with open(out / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    broken = [r for r in runs if r["cell"] == "broken"]
+    assert {r["state"] for r in broken} == {"failed"}
+    assert all(FAIL_MESSAGE in r["error"] for r in broken)
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    done = out / "runs" / "blood_a" / "seed1" / "metrics.json"
+    mtime = done.stat().st_mtime_ns
+    second = sweep(*args)
+    assert second.returncode == 1
+    again = (out / "runs" / "starts.txt").read_text().splitlines()[len(starts) :]
+    assert sorted(again) == [f"broken/seed{s}" for s in range(3)]  # only the failed ones
+    assert done.stat().st_mtime_ns == mtime
+    assert "6 skipped" in second.stdout and "3 failed" in second.stdout
+    assert _rows(out / "results.csv")["oct_b"] == cells["oct_b"]
+
+
+def test_list_shard_and_collect_only(flagdir, tmp_path):
+    out = tmp_path / "out"
+    base = (f"--flagfiles={flagdir}/blood_a.cfg,{flagdir}/oct_b.cfg", "--seeds=0-2", f"--out={out}")
+    listed = sweep(*base, f"--command={FAKE}", "--list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 6 and all("--nocollect" in ln and "--command=" in ln for ln in lines)
+    # Shards partition the plan: running 0/2 and 1/2 covers every run exactly once.
+    for i in (0, 1):
+        assert sweep(*base, f"--command={FAKE}", f"--shard={i}/2", "--nocollect").returncode == 0
+    starts = (out / "runs" / "starts.txt").read_text().splitlines()
+    assert sorted(starts) == sorted(f"{c}/seed{s}" for c in RESULTS for s in range(3))
+    assert sweep(*base, "--list").stdout == ""  # nothing left to run
+    # One printed command runs by itself (what a scheduler does with each line).
+    out2 = tmp_path / "out2"
+    one = sweep(*base[:2], f"--out={out2}", f"--command={FAKE}", "--list").stdout.splitlines()[0]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        one.replace("python", sys.executable, 1),
+        shell=True,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out2 / "runs" / "blood_a" / "seed0" / "DONE").is_file()
+    collected = sweep(*base, "--collect_only", "--noplot")
+    assert collected.returncode == 0, collected.stderr
+    assert float(_rows(out / "results.csv")["blood_a"]["test_acc_mean"]) == pytest.approx(
+        statistics.mean(a for a, _ in RESULTS["blood_a"].values())
+    )
+
+
+def test_single_seed_has_no_sd(flagdir, tmp_path):
+    out = tmp_path / "out"
+    res = sweep(
+        f"--flagfiles={flagdir}/oct_b.cfg",
+        "--seeds=1",
+        f"--out={out}",
+        f"--command={FAKE}",
+        "--noplot",
+    )
+    assert res.returncode == 0, res.stderr
+    row = _rows(out / "results.csv")["oct_b"]
+    assert float(row["test_acc_mean"]) == pytest.approx(0.78) and row["test_acc_sd"] == ""
+    assert "0.7800 (n=1)" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--seeds=a",), "Bad --seeds='a'"),
+        (("--seeds=3-1",), "Bad --seeds='3-1'"),
+        (("--shard=2/2",), "Bad --shard='2/2'"),
+        (("--command={python} {oops}",), "Bad --command="),
+        (("--jobs=0",), "Bad --jobs=0"),
+    ],
+)
+def test_bad_arguments_say_what_is_wrong(flagdir, tmp_path, args, message):
+    res = sweep(f"--flagfiles={flagdir}/oct_b.cfg", f"--out={tmp_path}", *args)
+    assert res.returncode != 0 and message in res.stderr
+
+
+def test_flagfiles_errors(tmp_path):
+    with pytest.raises(sweep_runs.SweepError, match="matches no file"):
+        sweep_runs.expand_flagfiles([str(tmp_path / "nothing*.cfg")])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        (tmp_path / d / "same.cfg").write_text("--model=x\n")
+    with pytest.raises(sweep_runs.SweepError, match="share the stem 'same'"):
+        sweep_runs.expand_flagfiles([str(tmp_path / "*" / "same.cfg")])
+
+
+def test_seeds_and_shards_parse():
+    assert sweep_runs.parse_seeds("0,1,2") == [0, 1, 2]
+    assert sweep_runs.parse_seeds("3-5,0") == [0, 3, 4, 5]
+    assert sweep_runs.parse_shard("1/3") == (1, 3)
+    runs = list(range(7))
+    parts = [sweep_runs.shard(runs, i, 3) for i in range(3)]
+    assert sorted(sum(parts, [])) == runs
+
+
+def test_real_trainer_run_through_the_sweep(make_npz, tmp_path):
+    """One real tlmed_keras training run (tiny registry model, synthetic BloodMNIST, one step
+    per epoch) launched by the runner; its metrics.json lands in the table."""
+    data = make_npz("bloodmnist", 28, {"train": 16, "val": 8, "test": 8})
+    flagfile = tmp_path / "tiny_blood.cfg"
+    flagfile.write_text(
+        "--model=tiny_cnn\n--data=bloodmnist\n--size=28\n--image_size=28\n"
+        f"--data_dir={data.parent}\n--noverify_data\n--head_epochs=1\n--finetune_epochs=1\n"
+        "--warmup_epochs=0\n--batch_size=8\n--eval_batch_size=8\n--max_steps_per_epoch=1\n"
+        "--weights=none\n--backend=jax\n"
+    )
+    out = tmp_path / "out"
+    template = (
+        f"{sys.executable} {HERE / 'tiny_train.py'} --flagfile={{flagfile}} "
+        "--seed={seed} --workdir={workdir}"
+    )
+    res = sweep(
+        f"--flagfiles={flagfile}", "--seeds=0", f"--out={out}", f"--command={template}", "--noplot"
+    )
+    log = out / "runs" / "tiny_blood" / "seed0" / "sweep.log"
+    assert res.returncode == 0, log.read_text()[-3000:] if log.is_file() else res.stderr
+    workdir = out / "runs" / "tiny_blood" / "seed0"
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["model"] == "tiny_cnn" and metrics["seed"] == 0
+    assert (workdir / "DONE").is_file() and (workdir / "model.keras").is_file()
+    row = _rows(out / "results.csv")["tiny_blood"]
+    assert float(row["test_acc_mean"]) == pytest.approx(metrics["test"]["acc"], abs=1e-6)
+    assert float(row["test_auc_mean"]) == pytest.approx(metrics["test"]["auc"], abs=1e-6)
