@@ -49,8 +49,7 @@ def build_classifier(
     size = image_size or 28
     backbone = _backbone(size)
     inputs = keras.Input((size, size, 3), name="image")
-    # Keras' transfer-learning convention: batch-norm in inference mode even when unfrozen.
-    x = backbone(inputs, training=False)
+    x = backbone(inputs)
     if dropout:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     logits = keras.layers.Dense(num_classes, name="head", dtype="float32")(x)
@@ -62,8 +61,11 @@ def set_trainable(backbone, name, mode) -> None:
         backbone.trainable = False
         return
     backbone.trainable = True
-    if mode == "all":
-        return
     for layer in backbone.layers:
         block = int(layer.name[5]) if layer.name.startswith("block") else BLOCKS + 1
-        layer.trainable = block > BLOCKS - int(mode)
+        layer.trainable = mode == "all" or block > BLOCKS - int(mode)
+        # Keras 3 runs a BN layer with trainable=False in inference mode. (Calling the
+        # backbone with training=False inside the functional model is NOT enough in Keras
+        # 3.15: fit's training=True overrides it; test_finetune caught exactly that.)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False

@@ -18,6 +18,7 @@ import importlib
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -242,7 +243,7 @@ def _history_row(phase: schedule.Phase, epoch: int, logs: dict, seconds: float) 
     return row
 
 
-def _run_phase(phase, config, s, model, backbone, registry, run, state, writer, total, say):
+def _run_phase(phase, config, s, model, backbone, registry, run, state, writer, total, say, hook):
     """Runs the remaining epochs of ``phase``; updates and checkpoints ``state`` per epoch."""
     optimizer = _compile(model, backbone, config, phase, s, registry)
     if state.checkpoint and state.phase == phase.name:
@@ -305,6 +306,8 @@ def _run_phase(phase, config, s, model, backbone, registry, run, state, writer, 
             say(f"Early stop of phase {phase.index}: no val AUC gain in {state.wait} epochs.")
         run.save_state(state)
         run.write_history(state.history)
+        if hook is not None:
+            hook(state.epoch, phase, model)
         if phase.name in state.stopped:
             break
     # The next phase starts at its first epoch even when this one stopped early.
@@ -349,7 +352,12 @@ def _distribution_scope(config: Config):
 
 
 def train_and_evaluate(
-    config: Config, workdir: os.PathLike | str, *, registry: Any = None, say=print
+    config: Config,
+    workdir: os.PathLike | str,
+    *,
+    registry: Any = None,
+    say: Callable[..., None] = print,
+    epoch_end_hook: Callable[[int, schedule.Phase, keras.Model], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tunes ``config.model`` on ``config.data`` and writes the run directory.
 
@@ -359,6 +367,8 @@ def train_and_evaluate(
             from its last completed epoch, or, when finished, returned without training.
         registry: the model registry (default ``tlmed_keras.models``); tests pass a tiny one.
         say: where one-line messages go.
+        epoch_end_hook: called as ``hook(epochs_done, phase, model)`` after each epoch's
+            checkpoint is on disk (tests snapshot weights or simulate a kill there).
 
     Returns:
         The metrics.json dict.
@@ -410,7 +420,18 @@ def train_and_evaluate(
                 if state.epoch >= phase.first_epoch + phase.epochs:
                     continue
                 _run_phase(
-                    phase, config, s, model, backbone, registry, run, state, writer, total, say
+                    phase,
+                    config,
+                    s,
+                    model,
+                    backbone,
+                    registry,
+                    run,
+                    state,
+                    writer,
+                    total,
+                    say,
+                    epoch_end_hook,
                 )
         finally:
             writer.close()

@@ -1,0 +1,207 @@
+"""End-to-end fine-tuning on synthetic data with the tiny test model (one epoch per phase)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from tests.training import tiny_registry
+from tlmed_keras._medmnist import evaluator_module
+from tlmed_keras.data import load_arrays
+from tlmed_keras.training import metrics as mm
+from tlmed_keras.training import rundir
+from tlmed_keras.training.trainer import predict_logits, train_and_evaluate
+
+
+def _snapshot(model) -> dict[str, np.ndarray]:
+    return {v.path: np.array(keras.ops.convert_to_numpy(v.value)) for v in model.variables}
+
+
+class Recorder:
+    """epoch_end_hook that snapshots the model's variables after each epoch."""
+
+    def __init__(self):
+        self.after: dict[int, dict[str, np.ndarray]] = {}
+
+    def __call__(self, epoch, phase, model):
+        self.after[epoch] = _snapshot(model)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, request):
+    """One run of bloodmnist (multi-class): 1 head epoch + 1 fine-tune epoch."""
+    mp = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("ft")
+    from tests.conftest import synthetic_arrays
+    from tests.training.conftest import SPLITS
+    from tlmed_keras.data import catalog
+
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    np.savez_compressed(
+        data_dir / catalog.get_info("bloodmnist").filename,
+        **synthetic_arrays("bloodmnist", 28, SPLITS),
+    )
+    from tlmed_keras.training.config import Config
+
+    config = Config(
+        model="tiny_cnn",
+        data="bloodmnist",
+        weights="none",
+        data_dir=str(data_dir),
+        verify_data=False,
+        batch_size=8,
+        eval_batch_size=8,
+        head_epochs=1,
+        head_lr=1e-2,
+        finetune_epochs=1,
+        finetune_lr=1e-2,
+        warmup_epochs=0,
+    )
+    keras.utils.set_random_seed(config.seed)  # the trainer's first draw: the same init
+    initial = _snapshot(tiny_registry.build_classifier("tiny_cnn", 8, weights="none")[0])
+    recorder = Recorder()
+    workdir = tmp / "run"
+    metrics = train_and_evaluate(config, workdir, registry=tiny_registry, epoch_end_hook=recorder)
+    yield dict(config=config, workdir=workdir, metrics=metrics, initial=initial, rec=recorder)
+    mp.undo()
+
+
+def _split(snapshot, kind):
+    def pick(path):
+        if kind == "backbone":
+            return path.startswith("backbone/")
+        if kind == "bn_stats":
+            return "moving_" in path
+        if kind == "conv":
+            return "conv/kernel" in path
+        return path.startswith("head/")
+
+    return {k: v for k, v in snapshot.items() if pick(k)}
+
+
+def test_phase1_freezes_backbone_phase2_trains_it_but_not_bn_stats(finished):
+    initial, after = finished["initial"], finished["rec"].after
+    assert set(after) == {1, 2}
+    assert _split(initial, "conv") and _split(initial, "bn_stats")
+    for path, value in _split(initial, "backbone").items():
+        np.testing.assert_array_equal(after[1][path], value, err_msg=f"phase 1 moved {path}")
+    assert any(not np.array_equal(after[1][p], v) for p, v in _split(initial, "head").items()), (
+        "phase 1 did not train the head"
+    )
+    for path, value in _split(initial, "conv").items():
+        assert not np.array_equal(after[2][path], value), f"phase 2 left {path} unchanged"
+    for path, value in _split(initial, "bn_stats").items():
+        np.testing.assert_array_equal(after[2][path], value, err_msg=f"BN stat moved: {path}")
+
+
+def test_metrics_json_schema_and_values(finished):
+    workdir = finished["workdir"]
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics == finished["metrics"]
+    for key, value in (("model", "tiny_cnn"), ("data", "bloodmnist"), ("size", 28), ("seed", 0)):
+        assert metrics[key] == value
+    for split in ("val", "test"):
+        assert set(metrics[split]) >= {"acc", "auc"}
+        assert 0.0 <= metrics[split]["acc"] <= 1.0 and 0.0 <= metrics[split]["auc"] <= 1.0
+    assert len(metrics["per_class"]) == 8
+    assert metrics["backend"] == "jax" and "timings" in metrics
+    for name in ("flags.txt", "config.json", "history.csv", "model.keras", "DONE"):
+        assert (workdir / name).is_file(), name
+    history = (workdir / "history.csv").read_text().splitlines()
+    assert len(history) == 3 and history[1].startswith("1,head") and history[2].startswith("2,")
+
+
+def test_reported_metrics_are_medmnists_on_the_selected_model(finished):
+    """load_run gives back the selected model; its test predictions scored by medmnist's own
+    getACC/getAUC equal metrics.json's test numbers."""
+    run = rundir.load_run(finished["workdir"])
+    assert run.config.model == "tiny_cnn" and run.preprocess.image_size == 28
+    assert run.info.task == "multi-class"
+    config = finished["config"]
+    images, labels = load_arrays("bloodmnist", 28, config.data_dir, verify=False)["test"]
+    x = run.preprocess(images)
+    scores = mm.probabilities(np.asarray(run.model.predict(x, verbose=0)), run.info.task)
+    evaluator = evaluator_module()
+    test = finished["metrics"]["test"]
+    assert test["acc"] == pytest.approx(evaluator.getACC(labels, scores, run.info.task), abs=1e-6)
+    assert test["auc"] == pytest.approx(evaluator.getAUC(labels, scores, run.info.task), abs=1e-6)
+
+
+def test_tensorboard_holds_both_phases(finished):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = finished["workdir"] / "tb"
+    for split in ("train", "validation"):
+        acc = EventAccumulator(str(tb / split), size_guidance={"tensors": 0}).Reload()
+        for tag in ("epoch_loss", "epoch_acc", "epoch_auc"):
+            steps = [e.step for e in acc.Tensors(tag)]
+            assert steps == [0, 1], (split, tag, steps)
+    acc = EventAccumulator(str(tb / "train"), size_guidance={"tensors": 0}).Reload()
+    assert [e.step for e in acc.Tensors("epoch_learning_rate")] == [0, 1]
+
+
+def test_finished_run_is_not_retrained(finished, capsys):
+    said = []
+    again = train_and_evaluate(
+        finished["config"], finished["workdir"], registry=tiny_registry, say=said.append
+    )
+    assert again == finished["metrics"]
+    assert "not retraining" in said[0]
+
+
+def test_other_flags_in_existing_workdir_is_an_error(finished):
+    other = dataclasses.replace(finished["config"], head_lr=0.5)
+    with pytest.raises(rundir.ConfigMismatchError, match="head_lr"):
+        train_and_evaluate(other, finished["workdir"], registry=tiny_registry)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_at_epoch_2_and_matches(finished, tmp_path):
+    """Stop right after epoch 1's checkpoint (as a kill would), restart: it continues at
+    epoch 2 (phase 2) and ends with the uninterrupted run's metrics. Also shows that one seed
+    gives the same metrics twice."""
+
+    def kill_after_first(epoch, phase, model):
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_and_evaluate(
+            finished["config"], tmp_path, registry=tiny_registry, epoch_end_hook=kill_after_first
+        )
+    assert not (tmp_path / "DONE").exists()
+    said, epochs = [], []
+    metrics = train_and_evaluate(
+        finished["config"],
+        tmp_path,
+        registry=tiny_registry,
+        say=lambda *a, **k: said.append(a[0]),
+        epoch_end_hook=lambda epoch, phase, model: epochs.append((epoch, phase.name)),
+    )
+    assert epochs == [(2, "finetune")]
+    assert any("epoch 2" in line for line in said if line.startswith("["))
+    assert metrics["val"] == finished["metrics"]["val"]
+    assert metrics["test"] == finished["metrics"]["test"]
+    assert len((tmp_path / "history.csv").read_text().splitlines()) == 3
+
+
+def test_predict_logits_pads_to_whole_batches(finished):
+    run = rundir.load_run(finished["workdir"])
+    from types import SimpleNamespace
+
+    from tlmed_keras.data.preprocess import Preprocess
+
+    images, labels = load_arrays("bloodmnist", 28, finished["config"].data_dir, verify=False)["val"]
+    s = SimpleNamespace(info=run.info, preprocess=Preprocess(28, "unit"), eval_batch=5, devices=1)
+    logits = predict_logits(run.model, images, labels, s)
+    direct = np.asarray(run.model.predict(s.preprocess(images), verbose=0))
+    assert logits.shape == (16, 8)
+    np.testing.assert_allclose(logits, direct, rtol=1e-5, atol=1e-5)
