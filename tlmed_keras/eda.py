@@ -27,16 +27,35 @@ flags.DEFINE_integer("pca_samples", 10_000, "Images PCA is fitted on (seeded, st
 flags.DEFINE_integer("tsne_samples", 2_000, "Images t-SNE embeds (seeded, stratified).")
 flags.DEFINE_float("tsne_perplexity", 30.0, "t-SNE perplexity (below --tsne_samples).")
 flags.DEFINE_integer("tsne_iterations", 1000, "t-SNE optimisation steps (at least 250).")
-flags.DEFINE_integer("tsne_threads", 1, "OpenMP threads for t-SNE; 0 = every core.")
+flags.DEFINE_integer(
+    "threads", 1, "BLAS/OpenMP threads (0 = every core); 1 is fastest on busy shared CPUs."
+)
 flags.DEFINE_integer("seed", 0, "Seed of the samples, PCA, t-SNE and montages.")
 FLAGS = flags.FLAGS
+
+
+def _fail(error: Exception) -> None:
+    sys.exit(f"tlmed_keras.eda: error: {error}")
+
+
+def _load_split():
+    """The (images, labels, info) of the flagged split; exits with the reason on failure."""
+    from tlmed_keras.data import load_arrays
+
+    try:
+        splits = load_arrays(FLAGS.data, FLAGS.size, FLAGS.data_dir, FLAGS.download)
+    except (ValueError, OSError) as e:
+        _fail(e)
+    images, labels = splits[FLAGS.split]
+    return images, labels, splits.info
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    images, labels, info = _load_split()
+    # Imported after loading, so a bad name or path fails before matplotlib and sklearn load.
     from tlmed_keras.analysis import EdaOptions, write_eda
-    from tlmed_keras.data import load_arrays
 
     options = EdaOptions(
         split=FLAGS.split,
@@ -44,15 +63,13 @@ def main(argv: list[str]) -> None:
         tsne_samples=FLAGS.tsne_samples,
         tsne_perplexity=FLAGS.tsne_perplexity,
         tsne_iterations=FLAGS.tsne_iterations,
-        tsne_threads=FLAGS.tsne_threads or None,
+        threads=FLAGS.threads or None,
         seed=FLAGS.seed,
     )
     try:
-        splits = load_arrays(FLAGS.data, FLAGS.size, FLAGS.data_dir, FLAGS.download)
-        images, labels = splits[FLAGS.split]
-        index = write_eda(images, labels, splits.info, FLAGS.out, options)
+        index = write_eda(images, labels, info, FLAGS.out, options)
     except (ValueError, OSError) as e:
-        sys.exit(f"tlmed_keras.eda: error: {e}")
+        _fail(e)
     print(f"Wrote {index}")
 
 

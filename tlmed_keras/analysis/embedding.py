@@ -15,7 +15,6 @@ import pathlib
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
-from threadpoolctl import threadpool_limits
 
 from tlmed_keras.analysis import style
 from tlmed_keras.analysis.classes import ClassView
@@ -67,7 +66,6 @@ def tsne(
     seed: int,
     perplexity: float = 30.0,
     iterations: int = 1000,
-    threads: int | None = 1,
 ) -> Projection:
     """t-SNE of ``images[indices]`` into ``dims`` (2 or 3) dimensions.
 
@@ -77,10 +75,8 @@ def tsne(
         dims: 2 or 3.
         seed: seeds the PCA pre-reduction and t-SNE.
         perplexity: t-SNE perplexity; must be below the sample size.
-        iterations: t-SNE optimisation steps (scikit-learn's ``max_iter``, at least 250).
-        threads: OpenMP threads for t-SNE's gradient; None uses every core. The default 1 is
-            deliberate: on a busy 2-core machine OpenMP's busy-waiting made Barnes-Hut t-SNE of
-            300 points 10x slower (3D: 87 s with all cores, 8.8 s with one).
+        iterations: t-SNE optimisation steps (scikit-learn's ``max_iter``, at least 250;
+            the first 250 are early exaggeration, so use 500 or more for a readable plot).
 
     Raises:
         ValueError: ``dims`` not 2 or 3, or a sample too small for ``perplexity``.
@@ -102,9 +98,7 @@ def tsne(
         init="pca",
         random_state=seed,
     )
-    with threadpool_limits(threads, user_api="openmp"):
-        points = model.fit_transform(reduced)
-    return Projection("t-SNE", _pad3(points), indices)
+    return Projection("t-SNE", _pad3(model.fit_transform(reduced)), indices)
 
 
 def _pad3(points: np.ndarray) -> np.ndarray:
