@@ -1,0 +1,67 @@
+"""The Preprocess layer against a plain reference (resize, triple, then normalise)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tlmed_keras.data.preprocess import NORMALIZATIONS, Preprocess
+
+
+def reference(images: np.ndarray, size: int, normalization: str, interpolation: str):
+    """The textbook order, in TensorFlow: resize, grey to RGB, (BGR), scale, mean, std."""
+    x = tf.cast(images, tf.float32)
+    if x.shape.rank == 3:
+        x = x[..., None]
+    x = tf.image.resize(x, (size, size), method=interpolation)
+    if x.shape[-1] == 1:
+        x = tf.concat([x, x, x], axis=-1)
+    norm = NORMALIZATIONS[normalization]
+    if norm.bgr:
+        x = x[..., ::-1]
+    return ((x * norm.scale - norm.mean) / norm.std).numpy()
+
+
+def _images(channels: int, count: int = 3, size: int = 28) -> np.ndarray:
+    shape = (count, size, size) if channels == 1 else (count, size, size, 3)
+    return np.random.default_rng(channels).integers(0, 256, shape, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("normalization", sorted(NORMALIZATIONS))
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest", "bicubic"])
+def test_matches_reference_in_tf_data(channels, normalization, interpolation):
+    images = _images(channels)
+    layer = Preprocess(40, normalization, interpolation)
+    (out,) = tf.data.Dataset.from_tensors(images).map(layer).as_numpy_iterator()
+    expected = reference(images, 40, normalization, interpolation)
+    assert out.shape == (3, 40, 40, 3) and out.dtype == np.float32
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(out, expected, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_model_backend_matches_tf_data(channels):
+    """Inside a model (the JAX backend in tests) the layer gives what tf.data gave."""
+    images = _images(channels)
+    layer = Preprocess(56, "caffe")
+    (fed,) = tf.data.Dataset.from_tensors(images).map(layer).as_numpy_iterator()
+    restored = Preprocess.from_config(layer.get_config())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(images)), fed, atol=1e-3)
+
+
+def test_same_size_skips_resize_and_keeps_pixels():
+    images = _images(1)
+    out = keras.ops.convert_to_numpy(Preprocess(28, "unit")(images))
+    np.testing.assert_allclose(out, np.repeat(images[..., None] / 255, 3, axis=-1), atol=1e-6)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="interpolation"):
+        Preprocess(32, interpolation="area")
+    with pytest.raises(ValueError, match="normalization"):
+        Preprocess(32, "imagenet")
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        Preprocess(32)(np.zeros((1, 8, 8, 2), np.uint8))

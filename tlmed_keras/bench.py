@@ -1,0 +1,51 @@
+"""Benchmarks: a thin entry point that dispatches on ``--target``.
+
+    python -m tlmed_keras.bench --target=pipeline --image_size=224 --channels=1
+
+Targets are the modules of ``tlmed_keras.benchmarks`` (see its docstring for the protocol).
+The last printed line is always ``<metric>=<number>``, for scripts to parse.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import time
+
+from absl import app, flags
+
+from tlmed_keras import benchmarks, runtime
+
+
+def _discover_targets() -> dict:
+    """Imports every target module so their flags are defined before parsing."""
+    return {
+        module.name: importlib.import_module(f"{benchmarks.__name__}.{module.name}")
+        for module in pkgutil.iter_modules(benchmarks.__path__)
+        if not module.name.startswith("_")
+    }
+
+
+TARGETS = _discover_targets()
+
+# Flags shared by the targets.
+_TARGET = flags.DEFINE_enum("target", None, sorted(TARGETS), "What to benchmark.")
+flags.DEFINE_string("model", None, "Model name (models.model_names()), for model targets.")
+flags.DEFINE_integer("image_size", 224, "Side of the square images fed to the model.")
+flags.DEFINE_integer("batch_size", 128, "Images per batch.")
+flags.DEFINE_integer("steps", 50, "Timed batches.")
+flags.DEFINE_integer("warmup_steps", 5, "Untimed batches first (tracing, autotuning).")
+flags.DEFINE_enum("backend", "auto", list(runtime.BACKENDS), "Keras backend.")
+flags.mark_flag_as_required("target")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    backend = runtime.setup(flags.FLAGS.backend)
+    print(f"target={_TARGET.value} backend={backend} start={time.strftime('%Y-%m-%d %H:%M:%S')}")
+    name, value = TARGETS[_TARGET.value].run()
+    print(f"{name}={value:.1f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

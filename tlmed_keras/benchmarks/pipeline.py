@@ -1,0 +1,95 @@
+"""Pipeline benchmark: images per second the tf.data pipeline delivers, fully materialised.
+
+Feeds synthetic uint8 images (``--source_size`` px, ``--channels`` channels; or a real file
+with ``--data``) through ``make_dataset`` exactly as training does (shuffle, batch,
+Preprocess to ``--image_size`` x 3 float32, optional augmentation, prefetch) and converts
+every batch to numpy, touching it, so nothing is left lazily unevaluated.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import flags
+
+_CHANNELS = flags.DEFINE_enum("channels", "3", ["1", "3"], "Channels of the source images.")
+_SOURCE_SIZE = flags.DEFINE_integer("source_size", 28, "Side of the source images (MedMNIST).")
+_NUM_IMAGES = flags.DEFINE_integer("num_images", 4096, "Synthetic images held in memory.")
+_AUGMENT = flags.DEFINE_string("augment", None, "Augmentation preset (basic, flip) or none.")
+_INTERPOLATION = flags.DEFINE_string("interpolation", "bilinear", "Resize interpolation.")
+_NORMALIZATION = flags.DEFINE_string("normalization", "torch", "Preprocess normalization.")
+_DATA = flags.DEFINE_string("data", None, "Use this MedMNIST file's train split instead.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of --data (see tlmed_keras.data).")
+
+
+def _source():
+    """Train images and labels, and their catalog entry."""
+    import numpy as np
+
+    from tlmed_keras.data import catalog, load_arrays
+
+    if _DATA.value:
+        splits = load_arrays(_DATA.value, _SOURCE_SIZE.value, _DATA_DIR.value)
+        return (*splits["train"], splits.info)
+    name = "breastmnist" if _CHANNELS.value == "1" else "bloodmnist"
+    info = catalog.get_info(name, 28)
+    size, count = _SOURCE_SIZE.value, _NUM_IMAGES.value
+    shape = (count, size, size) if _CHANNELS.value == "1" else (count, size, size, 3)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    labels = rng.integers(0, info.num_classes, size=(count, 1), dtype=np.uint8)
+    return images, labels, info
+
+
+def measure(dataset, steps: int, warmup_steps: int) -> float:
+    """Images per second over ``steps`` batches after ``warmup_steps`` untimed ones.
+
+    Also prints images per CPU-second of this process (all threads): on a shared machine the
+    wall-clock rate depends on the neighbours' load, the CPU cost much less.
+    """
+    checksum = 0.0
+    batches = dataset.repeat().as_numpy_iterator()
+    for _ in range(warmup_steps):
+        next(batches)
+    images = 0
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        x, y = next(batches)
+        checksum += float(x[:, -1, -1, -1].sum()) + float(y.sum())  # touch every batch
+        images += len(x)
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    print(
+        f"checksum={checksum:.3f} images={images} seconds={elapsed:.2f} cpu_seconds={cpu:.2f} "
+        f"images_per_cpu_s={images / cpu:.1f} load_after={os.getloadavg()[0]:.2f}"
+    )
+    return images / elapsed
+
+
+def run() -> tuple[str, float]:
+    """Builds the pipeline from the flags and returns ``("pipeline_images_per_s", value)``."""
+    from tlmed_keras.data.pipeline import make_dataset
+    from tlmed_keras.data.preprocess import Preprocess
+
+    images, labels, info = _source()
+    flag_values = flags.FLAGS
+    preprocess = Preprocess(flag_values.image_size, _NORMALIZATION.value, _INTERPOLATION.value)
+    augment = None if (_AUGMENT.value or "none").lower() == "none" else _AUGMENT.value
+    dataset = make_dataset(
+        images,
+        labels,
+        info=info,
+        batch_size=flag_values.batch_size,
+        preprocess=preprocess,
+        training=True,
+        augment=augment,
+        drop_remainder=True,
+    )
+    print(
+        f"source={images.shape} {images.dtype} -> [{flag_values.batch_size}, "
+        f"{flag_values.image_size}, {flag_values.image_size}, 3] float32 augment={augment} "
+        f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}"
+    )
+    rate = measure(dataset, flag_values.steps, flag_values.warmup_steps)
+    return "pipeline_images_per_s", rate
