@@ -182,9 +182,9 @@ def test_multilabel_classes_are_labels_plus_no_finding():
     view = class_view(labels, info)
     assert view.names[-1] == "no finding"
     assert view.counts.tolist() == [*labels.sum(axis=0).tolist(), 1]
-    assert view.colour_names[0] == "no finding"
-    # Colour: "no finding" (0) or first positive label + 1.
-    assert view.colour.tolist() == [3, 6, 0, 1]
+    assert view.colour_names == view.names
+    # Colour: the first positive label, or "no finding" (index 14).
+    assert view.colour.tolist() == [2, 5, 14, 0]
 
 
 def test_multilabel_eda_writes_every_figure(make_npz, tmp_path):

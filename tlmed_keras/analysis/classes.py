@@ -121,12 +121,14 @@ def class_view(labels: np.ndarray, info: DatasetInfo) -> ClassView:
     positive = labels.astype(bool)
     none = ~positive.any(axis=1)
     members = np.concatenate([positive.T, none[None, :]], axis=0)
-    first = np.where(none, 0, positive.argmax(axis=1) + 1)
-    unique = _unique(names)
+    # Colour groups share the member groups' order (no finding last), so a class has the
+    # same colour in the bar chart and in the scatter plots.
+    first = np.where(none, info.num_classes, positive.argmax(axis=1))
+    unique = (*_unique(names), NO_FINDING)
     return ClassView(
-        names=(*unique, NO_FINDING),
+        names=unique,
         full_names=(*info.label_names, NO_FINDING),
         members=members,
-        colour_names=(NO_FINDING, *unique),
+        colour_names=unique,
         colour=first,
     )

@@ -121,7 +121,7 @@ class _Writer:
             "sample_indices": sample.tolist(),
             "explained_variance_ratio": ratio.tolist(),
         }
-        what = f"on {len(sample)} images (seeded stratified sample, seed {opts.seed})"
+        what = f"on {self._sample_text(sample)}"
         for dims in (2, 3):
             title = f"PCA {dims}D: {self.heading}\n{what}"
             path = embedding.scatter(proj, self.view, dims, title, self.out / f"pca_{dims}d.png")
@@ -146,10 +146,7 @@ class _Writer:
             opts.tsne_iterations,
         )
         self.numbers[f"tsne_{dims}d"] = {"sample_indices": sample.tolist()}
-        what = (
-            f"{len(sample)} images (seeded stratified sample, seed {opts.seed}, "
-            f"perplexity {opts.tsne_perplexity:g})"
-        )
+        what = f"{self._sample_text(sample)}, perplexity {opts.tsne_perplexity:g}"
         path = embedding.scatter(
             proj,
             self.view,
@@ -200,6 +197,11 @@ class _Writer:
                 path,
                 f"{len(chosen)} random examples of class {name!r} ({self.view.counts[k]} images)",
             )
+
+    def _sample_text(self, sample: np.ndarray) -> str:
+        if len(sample) == len(self.images):
+            return f"all {len(sample)} images"
+        return f"{len(sample)} images (seeded stratified sample, seed {self.options.seed})"
 
     def _add(self, path: pathlib.Path, line: str) -> None:
         self.figures.append(Figure(path.name, line))
