@@ -7,6 +7,7 @@ This is the only module that knows backends by name; everything else uses ``kera
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -15,6 +16,7 @@ BACKENDS = ("auto", "jax", "tensorflow", "torch")
 # Measured on a 2-core CPU (issue 8): JAX/XLA CPU convolutions are 5-8x slower than
 # TensorFlow's, so "auto" picks TensorFlow when no accelerator is present.
 CPU_BACKEND = "tensorflow"
+_CPU_SETTINGS: dict[str, dict] = {}
 
 
 def _jax_has_accelerator() -> bool:
@@ -54,14 +56,38 @@ def hide_accelerators_from_tensorflow() -> None:
     """TensorFlow serves tf.data, TensorBoard and SavedModel only: it must not grab a GPU."""
     import tensorflow as tf
 
-    try:
+    # RuntimeError: devices already initialised, TF was set up earlier in this process.
+    with contextlib.suppress(RuntimeError):
         tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:
-        pass  # devices already initialised: TF was set up earlier in this process
+
+
+def cpu_settings(backend: str) -> dict:
+    """The CPU speed settings ``setup`` applies for ``backend`` (measured in
+    experiments/cpu_speed/README.md): ``{"env": {...}, "threading": {"intra": n, "inter": m}}``.
+
+    Environment variables already set by the user win over these defaults.
+    """
+    return _CPU_SETTINGS.get(backend, {})
+
+
+def _apply_cpu_settings(backend: str) -> None:
+    settings = cpu_settings(backend)
+    for key, value in settings.get("env", {}).items():
+        os.environ.setdefault(key, value)
+    threads = settings.get("threading")
+    if threads:
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads["intra"])
+            tf.config.threading.set_inter_op_parallelism_threads(threads["inter"])
+        except RuntimeError:
+            pass  # TF's runtime already started in this process: its pools are fixed
 
 
 def setup(backend: str = "auto") -> str:
-    """Selects the Keras backend (before Keras is imported) and returns its name.
+    """Selects the Keras backend (before Keras is imported), applies its CPU speed settings
+    and returns its name.
 
     Raises:
         RuntimeError: Keras was already imported with another backend.
@@ -78,6 +104,7 @@ def setup(backend: str = "auto") -> str:
             )
     os.environ["KERAS_BACKEND"] = chosen
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _apply_cpu_settings(chosen)
     if chosen != "tensorflow":
         hide_accelerators_from_tensorflow()
     return chosen
