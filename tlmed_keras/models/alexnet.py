@@ -31,6 +31,8 @@ MIN_INPUT_SIZE = 63  # smallest input whose last max-pool still sees a 3x3 windo
 NORMALIZATION = "torch"
 WEIGHTS_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 FEATURE_DIM = 4096
+NUM_BLOCKS = 7  # len(blocks(backbone)) without the top: five convolutions, two FC layers
+CHECKPOINT_FORMATS = (".pth", ".pt", ".safetensors")
 POOLED_SIZE = 6  # torchvision's AdaptiveAvgPool2d((6, 6))
 
 # (Keras layer / torchvision module index, filters, kernel, stride, torch padding)

@@ -64,7 +64,9 @@ class BeitConfig:
 
 
 CONFIG = BeitConfig()
-MIN_INPUT_SIZE = CONFIG.patch_size  # one patch; MedMNIST inputs are resized well above it
+MIN_INPUT_SIZE = CONFIG.patch_size  # one patch; sides must be multiples of it
+NUM_BLOCKS = CONFIG.num_layers + 1  # len(blocks(backbone)): patch embedding + each layer
+CHECKPOINT_FORMATS = (".safetensors", ".bin", ".pth", ".pt")
 
 
 def relative_position_index(window_size: tuple[int, int]) -> np.ndarray:

@@ -32,6 +32,8 @@ MIN_INPUT_SIZE = 25  # smallest input whose third max-pool still sees one window
 NORMALIZATION = "torch"
 WEIGHTS_URL = "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth"
 FEATURE_DIM = 512
+NUM_BLOCKS = 9  # len(blocks(backbone)) without the top: the stem and eight Fire modules
+CHECKPOINT_FORMATS = (".pth", ".pt", ".safetensors")
 
 # torchvision features index -> (squeeze, expand1x1, expand3x3) channels of each Fire module.
 _FIRES = {
