@@ -105,7 +105,8 @@ class _Writer:
         ratio = self.view.imbalance_ratio
         counts = self.view.counts.tolist()
         self.numbers["class_counts"] = dict(zip(self.view.names, counts, strict=True))
-        self.numbers["imbalance_ratio"] = ratio
+        # An empty class makes the ratio infinite, which strict JSON cannot hold.
+        self.numbers["imbalance_ratio"] = ratio if np.isfinite(ratio) else None
         self._add(
             path,
             f"images per class: {_counts_text(self.view)}; "
@@ -273,8 +274,10 @@ def _write_index(writer: _Writer) -> pathlib.Path:
         f"# EDA: {writer.heading}",
         "",
         f"Task: {info.task}. {_class_definition(info)}",
-        "Sampling: PCA and t-SNE use a seeded sample stratified by (colour) class; "
-        "the numbers below come from that sample.",
+        f"Sampling: PCA is fitted on up to {opts.pca_samples} images (randomized SVD) and "
+        f"t-SNE embeds up to {opts.tsne_samples} (after PCA to {embedding.TSNE_PCA_DIMS} "
+        f"components), each a sample stratified by class with seed {opts.seed}; the PCA "
+        "numbers below come from that sample.",
         "",
         "## Figures",
         "",
