@@ -31,6 +31,8 @@ def tiny_config(make_npz):
             finetune_epochs=1,
             finetune_lr=1e-2,
             warmup_epochs=0,
+            batchnorm="frozen",
+            backend="jax",
         )
         return dataclasses.replace(base, **overrides)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -61,6 +62,8 @@ def finished(tmp_path_factory, request):
         finetune_epochs=1,
         finetune_lr=1e-2,
         warmup_epochs=0,
+        batchnorm="frozen",
+        backend="jax",
     )
     keras.utils.set_random_seed(config.seed)  # the trainer's first draw: the same init
     initial = _snapshot(tiny_registry.build_classifier("tiny_cnn", 8, weights="none")[0])
@@ -124,8 +127,10 @@ def test_reported_metrics_are_medmnists_on_the_selected_model(finished):
     assert run.info.task == "multi-class"
     config = finished["config"]
     images, labels = load_arrays("bloodmnist", 28, config.data_dir, verify=False)["test"]
-    x = run.preprocess(images)
-    scores = mm.probabilities(np.asarray(run.model.predict(x, verbose=0)), run.info.task)
+    logits = predict_logits(run.model, images, labels, _eval_setup(run, config.eval_batch_size))
+    direct = np.asarray(run.model.predict(run.preprocess(images), verbose=0))
+    np.testing.assert_allclose(logits, direct, rtol=1e-4, atol=1e-5)
+    scores = mm.probabilities(logits, run.info.task)
     evaluator = evaluator_module()
     test = finished["metrics"]["test"]
     assert test["acc"] == pytest.approx(evaluator.getACC(labels, scores, run.info.task), abs=1e-6)
@@ -193,15 +198,60 @@ def test_interrupted_run_resumes_at_epoch_2_and_matches(finished, tmp_path):
     assert len((tmp_path / "history.csv").read_text().splitlines()) == 3
 
 
+def _eval_setup(run, eval_batch):
+    return SimpleNamespace(
+        info=run.info, preprocess=run.preprocess, eval_batch=eval_batch, devices=1
+    )
+
+
 def test_predict_logits_pads_to_whole_batches(finished):
     run = rundir.load_run(finished["workdir"])
-    from types import SimpleNamespace
-
-    from tlmed_keras.data.preprocess import Preprocess
-
     images, labels = load_arrays("bloodmnist", 28, finished["config"].data_dir, verify=False)["val"]
-    s = SimpleNamespace(info=run.info, preprocess=Preprocess(28, "unit"), eval_batch=5, devices=1)
-    logits = predict_logits(run.model, images, labels, s)
-    direct = np.asarray(run.model.predict(s.preprocess(images), verbose=0))
+    logits = predict_logits(run.model, images, labels, _eval_setup(run, 5))
+    direct = np.asarray(run.model.predict(run.preprocess(images), verbose=0))
     assert logits.shape == (16, 8)
     np.testing.assert_allclose(logits, direct, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "chestmnist",
+        pytest.param("breastmnist", marks=pytest.mark.slow),
+        pytest.param("retinamnist", marks=pytest.mark.slow),
+    ],
+)
+def test_task_heads_metrics_and_batchnorm_from_random_init(tiny_config, tmp_path, data):
+    """Multi-label (sigmoid), binary and ordinal runs report medmnist's getACC/getAUC of the
+    selected model; from random init (--batchnorm=auto) phase 2 does train BN statistics."""
+    config = tiny_config(data, batchnorm="auto", max_steps_per_epoch=2)
+    recorder = Recorder()
+    metrics = train_and_evaluate(
+        config, tmp_path / "run", registry=tiny_registry, epoch_end_hook=recorder
+    )
+    stats = _split(recorder.after[1], "bn_stats")
+    assert stats and all(not np.array_equal(recorder.after[2][p], v) for p, v in stats.items())
+    run = rundir.load_run(tmp_path / "run")
+    images, labels = load_arrays(data, 28, config.data_dir, verify=False)["test"]
+    # The trainer's own prediction path (exact, as near-tied scores of a barely trained model
+    # make AUC sensitive to float noise), checked close to a plain predict of model.keras.
+    logits = predict_logits(run.model, images, labels, _eval_setup(run, 8))
+    direct = np.asarray(run.model.predict(run.preprocess(images), verbose=0))
+    np.testing.assert_allclose(logits, direct, rtol=1e-4, atol=1e-5)
+    scores = mm.probabilities(logits, run.info.task)
+    if data == "chestmnist":  # sigmoid scores: independent labels
+        assert run.info.is_multilabel and not np.allclose(scores.sum(axis=1), 1.0)
+    evaluator = evaluator_module()
+    assert metrics["test"]["acc"] == pytest.approx(
+        evaluator.getACC(labels, scores, run.info.task), abs=1e-6
+    )
+    assert metrics["test"]["auc"] == pytest.approx(
+        evaluator.getAUC(labels, scores, run.info.task), abs=1e-6
+    )
+
+
+@pytest.mark.slow
+def test_nan_loss_names_phase_and_epoch(tiny_config, tmp_path):
+    config = tiny_config(head_epochs=2, finetune_epochs=0, head_lr=1e30, optimizer="sgd")
+    with pytest.raises(FloatingPointError, match=r"phase 1 \(head\), epoch 1"):
+        train_and_evaluate(config, tmp_path / "run", registry=tiny_registry)

@@ -15,6 +15,7 @@ from typing import Any
 OPTIMIZERS = ("adamw", "adam", "sgd")
 CLASS_WEIGHTS = ("none", "balanced")
 DISTRIBUTE = ("auto", "none", "data_parallel")
+BATCHNORM = ("auto", "frozen", "train")
 WEIGHTS_KEYWORDS = ("imagenet", "none")
 
 
@@ -45,6 +46,12 @@ class Config:
     finetune_lr: float = _field(1e-4, "Phase 2 peak learning rate (after warm-up).")
     warmup_epochs: float = _field(1.0, "Phase 2 linear warm-up length in epochs, then cosine.")
     unfreeze: str = _field("all", "Phase 2 unfreezes 'all' of the backbone or its top N blocks.")
+    batchnorm: str = _field(
+        "auto",
+        "Phase 2 batch-norm: frozen (inference mode, the transfer-learning convention), "
+        "train (batch statistics; needed from random init), auto (frozen with pretrained "
+        "weights, train with --weights=none).",
+    )
     # Optimisation.
     batch_size: int = _field(64, "Training batch size (global, over all devices).")
     eval_batch_size: int = _field(256, "Batch size for validation and test predictions.")
@@ -83,6 +90,13 @@ class Config:
             else:
                 lines.append(f"--{f.name}={value}")
         return "\n".join(lines) + "\n"
+
+    @property
+    def train_batchnorm(self) -> bool:
+        """Whether phase 2 trains batch-norm layers (batch statistics, moving averages)."""
+        if self.batchnorm == "auto":
+            return self.weights == "none"
+        return self.batchnorm == "train"
 
     @property
     def unfreeze_mode(self) -> str | int:
@@ -148,6 +162,8 @@ def check(config: Config) -> None:
         _fail("dropout", config.dropout, "must be in [0, 1).")
     if config.class_weight not in CLASS_WEIGHTS:
         _fail("class_weight", config.class_weight, f"accepted: {', '.join(CLASS_WEIGHTS)}.")
+    if config.batchnorm not in BATCHNORM:
+        _fail("batchnorm", config.batchnorm, f"accepted: {', '.join(BATCHNORM)}.")
     if config.distribute not in DISTRIBUTE:
         _fail("distribute", config.distribute, f"accepted: {', '.join(DISTRIBUTE)}.")
     _check_augment(config.augment)

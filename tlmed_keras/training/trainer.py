@@ -199,8 +199,26 @@ def _build(config: Config, s: _Setup, registry: Any, weights: str):
     return _float32_output(model), backbone
 
 
-def _compile(model, backbone, config: Config, phase: schedule.Phase, s: _Setup, registry):
+def _sublayers(layer) -> list:
+    out = []
+    for child in getattr(layer, "_layers", []):
+        out += [child, *_sublayers(child)]
+    return out
+
+
+def _set_trainable(backbone, config: Config, phase: schedule.Phase, registry) -> None:
+    """The registry's trainable mode (BN frozen), then, with ``--batchnorm=train`` (or auto
+    from random init), the BN layers of a wholly unfrozen backbone trained too: frozen BN
+    keeps the initial statistics of a random network, whose features then collapse."""
     registry.set_trainable(backbone, config.model, phase.trainable)
+    if phase.trainable == "all" and config.train_batchnorm:
+        for layer in _sublayers(backbone):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = True
+
+
+def _compile(model, backbone, config: Config, phase: schedule.Phase, s: _Setup, registry):
+    _set_trainable(backbone, config, phase, registry)
     optimizer = schedule.make_optimizer(config, phase, s.steps)
     model.compile(
         optimizer=optimizer,
@@ -249,7 +267,7 @@ def _run_phase(phase, config, s, model, backbone, registry, run, state, writer, 
     if state.checkpoint and state.phase == phase.name:
         saved = run.load_arrays(state.checkpoint)
         _assign(optimizer.variables, saved["optimizer"], "optimizer")
-        say(f"Resuming phase {phase.index} ({phase.name}) at epoch {state.epoch + 1}.")
+        say(f"Phase {phase.index} ({phase.name}) continues at epoch {state.epoch + 1}.")
     elif state.phase != phase.name:
         state.phase, state.wait = phase.name, 0
     val_images, val_labels = s.splits["val"]
@@ -412,6 +430,7 @@ def train_and_evaluate(
         model, backbone = _build(config, s, registry, config.weights)
         if state.checkpoint:
             _assign(model.variables, run.load_arrays(state.checkpoint)["model"], "model")
+            say(f"Resuming {workdir} after epoch {state.epoch} (phase {state.phase}).")
         phases = schedule.phases(config)
         total = config.head_epochs + config.finetune_epochs
         writer = cb.ScalarWriter(run.tb)
