@@ -147,9 +147,20 @@ def _train_cmd(backend: str, data_dir, workdir) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "tensorflow",  # what CPU users get ("auto"): always checked
+        # JAX also runs in-process in tests/training; torch is the least used. A subprocess
+        # each costs a cold start and a compile (1-4 min on a busy 2-core machine).
+        pytest.param("jax", marks=pytest.mark.slow),
+        pytest.param("torch", marks=pytest.mark.slow),
+    ],
+)
 def test_train_end_to_end_on_every_backend(backend, make_npz, tmp_path):
-    """``python -m tlmed_keras.train`` runs both phases and writes its metrics on each backend."""
+    """``python -m tlmed_keras.train`` runs both phases and writes its metrics on each backend.
+
+    ``-m slow`` adds the JAX and torch runs."""
     if importlib.util.find_spec("tlmed_keras.train") is None:
         pytest.skip("the trainer (tlmed_keras.train) has not landed")
     if importlib.util.find_spec(backend) is None:
