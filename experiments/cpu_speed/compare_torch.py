@@ -14,7 +14,8 @@ machine is oversubscribed; passive makes a fair reference under contention)),
 ``keras-tf``, ``keras-jax`` or ``keras-torch``
 (keys: feed=fit|tob, jit=true|false|auto, spe=N, threads=N (intra-op), inter=N, onednn=0|1,
 layout=channels_last|channels_first, precision=float32|mixed_bfloat16, bn=train|frozen,
-defaults=0 (skip runtime.setup's CPU settings)). ``batch=N`` and ``size=N`` work everywhere.
+defaults=0 (skip runtime.setup's CPU settings), grappler=0 (TF graph optimizer off)).
+``batch=N`` and ``size=N`` work everywhere.
 
 The step: full backbone trainable, AdamW, softmax cross-entropy, 8 classes, random weights
 (speed does not depend on them). ``feed=fit`` (default) is ``model.fit`` on a tf.data pipeline
@@ -112,6 +113,10 @@ def keras_worker(framework: str, model_name: str, opts: dict, steps: int, warmup
 
         tf.config.threading.set_intra_op_parallelism_threads(int(opts.get("threads", 0)))
         tf.config.threading.set_inter_op_parallelism_threads(int(opts.get("inter", 0)))
+    if backend == "tensorflow" and opts.get("grappler") == "0":
+        import tensorflow as tf
+
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     if backend == "torch" and "threads" in opts:
         import torch
 
