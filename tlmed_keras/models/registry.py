@@ -415,19 +415,23 @@ def _parse_mode(mode: str | int, num_blocks: int) -> str | int:
     )
 
 
-def set_trainable(backbone: keras.Model, name: str, mode: str | int) -> None:
+def set_trainable(
+    backbone: keras.Model, name: str, mode: str | int, *, freeze_batch_norm: bool = True
+) -> None:
     """Freezes or unfreezes ``backbone`` (the second value of ``build_classifier``).
 
-    Batch-norm layers always stay frozen, so they run in inference mode (their moving
-    statistics untouched) even when the rest trains: Keras runs a BN layer with
-    ``trainable=False`` in inference mode, and unfreezing them on small MedMNIST batches
-    would wreck the ImageNet statistics.
+    By default batch-norm layers stay frozen, so they run in inference mode (moving
+    statistics untouched) while the rest trains: Keras runs a BN layer with
+    ``trainable=False`` in inference mode, and re-estimating ImageNet statistics on small
+    MedMNIST batches wrecks them. A randomly initialised backbone (``weights="none"``) has
+    no statistics worth keeping: pass ``freeze_batch_norm=False`` to train from scratch.
 
     Args:
         backbone: the backbone returned by ``build_classifier`` / ``build_backbone``.
         name: its registry name (says how it splits into blocks).
         mode: "frozen" (nothing trains), "all", or an int N: only the top N blocks train
             (0 == "frozen").
+        freeze_batch_norm: keep BN layers frozen and in inference mode (fine-tuning).
 
     Raises:
         ValueError: unknown mode or N outside ``[0, num_blocks]``.
@@ -441,6 +445,8 @@ def set_trainable(backbone: keras.Model, name: str, mode: str | int) -> None:
     backbone.trainable = True
     if mode != "all":
         _freeze_below_top(backbone, blocks, mode)
+    if not freeze_batch_norm:
+        return
     for layer in _sublayers(backbone):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False

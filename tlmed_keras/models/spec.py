@@ -76,8 +76,10 @@ class ModelSpec:
 
 
 def keras_home_models() -> str:
-    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    return os.path.join(home, "models")
+    """Keras' download cache for weights (``$KERAS_HOME/models``, read at Keras import)."""
+    from keras.src.backend import config
+
+    return os.path.join(config.keras_home(), "models")
 
 
 def unavailable(name: str, source: str, err: BaseException) -> WeightsUnavailableError:

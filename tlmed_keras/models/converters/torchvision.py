@@ -180,6 +180,12 @@ MOBILENET_V2_BLOCKS = sum(n for _, _, n, _ in MOBILENET_V2_SETTINGS)  # features
 MOBILENET_V2_FEATURES = 1280
 
 
+# torchvision's init (kaiming_normal_, mode="fan_out"): keeps a random-init net's activations
+# alive through 50 layers, where Keras' default glorot shrinks them to ~1e-12.
+def _he_init() -> keras.initializers.Initializer:
+    return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+
+
 def _batch_norm(name: str) -> keras.layers.BatchNormalization:
     return keras.layers.BatchNormalization(
         epsilon=TORCH_BN_EPSILON, momentum=TORCH_BN_MOMENTUM, name=name
@@ -192,9 +198,13 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, *, depthwise=
         # Symmetric padding (k // 2 each side), as torch's padding=k//2.
         x = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}.pad")(x)
     if depthwise:
-        conv = keras.layers.DepthwiseConv2D(kernel, stride, use_bias=False, name=f"{name}.0")
+        conv = keras.layers.DepthwiseConv2D(
+            kernel, stride, use_bias=False, depthwise_initializer=_he_init(), name=f"{name}.0"
+        )
     else:
-        conv = keras.layers.Conv2D(filters, kernel, stride, use_bias=False, name=f"{name}.0")
+        conv = keras.layers.Conv2D(
+            filters, kernel, stride, use_bias=False, kernel_initializer=_he_init(), name=f"{name}.0"
+        )
     x = _batch_norm(f"{name}.1")(conv(x))
     return keras.layers.ReLU(max_value=6.0, name=f"{name}.2")(x) if relu6 else x
 
