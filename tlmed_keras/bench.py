@@ -18,12 +18,15 @@ from tlmed_keras import benchmarks, runtime
 
 
 def _discover_targets() -> dict:
-    """Imports every target module so their flags are defined before parsing."""
-    return {
+    """Imports every target module and defines its flags (before parsing)."""
+    targets = {
         module.name: importlib.import_module(f"{benchmarks.__name__}.{module.name}")
         for module in pkgutil.iter_modules(benchmarks.__path__)
         if not module.name.startswith("_")
     }
+    for target in targets.values():
+        target.define_flags()
+    return targets
 
 
 TARGETS = _discover_targets()
@@ -36,6 +39,9 @@ flags.DEFINE_integer("batch_size", 128, "Images per batch.")
 flags.DEFINE_integer("steps", 50, "Timed batches.")
 flags.DEFINE_integer("warmup_steps", 5, "Untimed batches first (tracing, autotuning).")
 flags.DEFINE_enum("backend", "auto", list(runtime.BACKENDS), "Keras backend.")
+flags.DEFINE_string("data", None, "MedMNIST dataset to read (targets use synthetic data if unset).")
+flags.DEFINE_string("data_dir", None, "Folder of the npz files (see python -m tlmed_keras.data).")
+flags.DEFINE_string("augment", None, "Augmentation preset (basic, flip) or none.")
 flags.mark_flag_as_required("target")
 
 

@@ -1,7 +1,7 @@
 """Pipeline benchmark: images per second the tf.data pipeline delivers, fully materialised.
 
-Feeds synthetic uint8 images (``--source_size`` px, ``--channels`` channels; or a real file
-with ``--data``) through ``make_dataset`` exactly as training does (shuffle, batch,
+Feeds synthetic uint8 images (``--source_size`` px, ``--channels`` channels; or the train split
+of a real file with ``--data``) through ``make_dataset`` exactly as training does (shuffle, batch,
 Preprocess to ``--image_size`` x 3 float32, optional augmentation, prefetch) and converts
 every batch to numpy, touching it, so nothing is left lazily unevaluated.
 """
@@ -13,14 +13,16 @@ import time
 
 from absl import flags
 
-_CHANNELS = flags.DEFINE_enum("channels", "3", ["1", "3"], "Channels of the source images.")
-_SOURCE_SIZE = flags.DEFINE_integer("source_size", 28, "Side of the source images (MedMNIST).")
-_NUM_IMAGES = flags.DEFINE_integer("num_images", 4096, "Synthetic images held in memory.")
-_AUGMENT = flags.DEFINE_string("augment", None, "Augmentation preset (basic, flip) or none.")
-_INTERPOLATION = flags.DEFINE_string("interpolation", "bilinear", "Resize interpolation.")
-_NORMALIZATION = flags.DEFINE_string("normalization", "torch", "Preprocess normalization.")
-_DATA = flags.DEFINE_string("data", None, "Use this MedMNIST file's train split instead.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of --data (see tlmed_keras.data).")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Defines this target's own flags (``bench`` calls it once, before parsing)."""
+    flags.DEFINE_enum("channels", "3", ["1", "3"], "Channels of the source images.")
+    flags.DEFINE_integer("source_size", 28, "Side of the source images (MedMNIST).")
+    flags.DEFINE_integer("num_images", 4096, "Synthetic images held in memory.")
+    flags.DEFINE_string("interpolation", "bilinear", "Resize interpolation.")
+    flags.DEFINE_string("normalization", "torch", "Preprocess normalization.")
 
 
 def _source():
@@ -29,13 +31,13 @@ def _source():
 
     from tlmed_keras.data import catalog, load_arrays
 
-    if _DATA.value:
-        splits = load_arrays(_DATA.value, _SOURCE_SIZE.value, _DATA_DIR.value)
+    if FLAGS.data:
+        splits = load_arrays(FLAGS.data, FLAGS.source_size, FLAGS.data_dir)
         return (*splits["train"], splits.info)
-    name = "breastmnist" if _CHANNELS.value == "1" else "bloodmnist"
+    name = "breastmnist" if FLAGS.channels == "1" else "bloodmnist"
     info = catalog.get_info(name, 28)
-    size, count = _SOURCE_SIZE.value, _NUM_IMAGES.value
-    shape = (count, size, size) if _CHANNELS.value == "1" else (count, size, size, 3)
+    size, count = FLAGS.source_size, FLAGS.num_images
+    shape = (count, size, size) if FLAGS.channels == "1" else (count, size, size, 3)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=shape, dtype=np.uint8)
     labels = rng.integers(0, info.num_classes, size=(count, 1), dtype=np.uint8)
@@ -73,23 +75,22 @@ def run() -> tuple[str, float]:
     from tlmed_keras.data.preprocess import Preprocess
 
     images, labels, info = _source()
-    flag_values = flags.FLAGS
-    preprocess = Preprocess(flag_values.image_size, _NORMALIZATION.value, _INTERPOLATION.value)
-    augment = None if (_AUGMENT.value or "none").lower() == "none" else _AUGMENT.value
+    preprocess = Preprocess(FLAGS.image_size, FLAGS.normalization, FLAGS.interpolation)
+    augment = None if (FLAGS.augment or "none").lower() == "none" else FLAGS.augment
     dataset = make_dataset(
         images,
         labels,
         info=info,
-        batch_size=flag_values.batch_size,
+        batch_size=FLAGS.batch_size,
         preprocess=preprocess,
         training=True,
         augment=augment,
         drop_remainder=True,
     )
     print(
-        f"source={images.shape} {images.dtype} -> [{flag_values.batch_size}, "
-        f"{flag_values.image_size}, {flag_values.image_size}, 3] float32 augment={augment} "
+        f"source={images.shape} {images.dtype} -> [{FLAGS.batch_size}, "
+        f"{FLAGS.image_size}, {FLAGS.image_size}, 3] float32 augment={augment} "
         f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}"
     )
-    rate = measure(dataset, flag_values.steps, flag_values.warmup_steps)
+    rate = measure(dataset, FLAGS.steps, FLAGS.warmup_steps)
     return "pipeline_images_per_s", rate
