@@ -47,27 +47,30 @@ def main(argv: list[str]) -> None:
     runtime.setup(F.backend)
 
     from tlmed_keras.reporting.split import load_split
-    from tlmed_keras.serving import export_savedmodel, layout
+    from tlmed_keras.serving import ExportVerificationError, export_savedmodel, layout
     from tlmed_keras.training.rundir import load_run
 
     run = load_run(F.workdir)
     images, _ = load_split(run, F.split, F.data_dir, F.download)
     if F.num_verify > 0:
         images = images[: F.num_verify]
-    result = export_savedmodel(
-        run.model,
-        run.preprocess,
-        run.info,
-        F.export_dir,
-        images,
-        name=F.name,
-        version=F.version,
-        overwrite=F.overwrite,
-        platforms=F.platforms,
-        atol=F.atol,
-        metadata={"workdir": str(run.workdir), "model": run.config.model},
-        serving_base_path=F.serving_base_path,
-    )
+    try:
+        result = export_savedmodel(
+            run.model,
+            run.preprocess,
+            run.info,
+            F.export_dir,
+            images,
+            name=F.name,
+            version=F.version,
+            overwrite=F.overwrite,
+            platforms=F.platforms,
+            atol=F.atol,
+            metadata={"workdir": str(run.workdir), "model": run.config.model},
+            serving_base_path=F.serving_base_path,
+        )
+    except (FileExistsError, ExportVerificationError) as e:
+        raise SystemExit(f"Export refused: {e}") from e
     print(result.signature)
     print(
         f"Verified on {result.num_verified} {F.split} images: max |SavedModel - Keras| "
