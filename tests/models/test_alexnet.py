@@ -197,3 +197,16 @@ def test_other_class_count_reports_shape_mismatch(classifier):
     state["classifier.6.weight"] = np.zeros((10, 4096), "float32")  # a 10-class checkpoint
     with pytest.raises(StateDictMismatchError, match=r"shape mismatch for 'classifier\.6\.weight'"):
         alexnet.load_torch_state_dict(classifier, state)
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.parametrize("size", [alexnet.INPUT_SIZE, 227])
+def test_logits_match_torchvision_layout_at_full_size(size):
+    reference = _torch_alexnet()
+    model = alexnet.build_backbone((size, size, 3), include_top=True)
+    alexnet.load_torch_state_dict(model, _state_dict(reference))
+    images = _images(size, batch=1)
+    np.testing.assert_allclose(
+        model(images), _torch_logits(reference, images), rtol=1e-4, atol=1e-4
+    )

@@ -263,3 +263,30 @@ def test_transformers_module_checkpoint_is_refused_with_the_extra_key():
     model = beit.build_backbone((SIZE, SIZE, 3), include_top=True, num_classes=10, config=TINY)
     with pytest.raises(StateDictMismatchError, match=r"unexpected key 'beit\.embeddings\.position"):
         beit.load_hf_state_dict(model, state)
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.parametrize("size", [beit.INPUT_SIZE, 64])
+def test_base_configuration_matches_transformers(size):
+    """The real beit-base-patch16-224 shape (random weights): 12 heads of 64, 27x27 tables."""
+    torch = pytest.importorskip("torch", reason="BEiT parity needs PyTorch")
+    transformers = pytest.importorskip("transformers", reason="BEiT parity needs transformers")
+    config = transformers.BeitConfig(
+        use_relative_position_bias=True,
+        use_mean_pooling=True,
+        use_absolute_position_embeddings=False,
+        layer_scale_init_value=0.1,
+        num_labels=1000,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(0)
+    reference = transformers.BeitForImageClassification(config).eval()
+    with torch.no_grad():
+        for name, param in reference.named_parameters():
+            if "relative_position_bias_table" in name or "cls_token" in name:
+                param.copy_(torch.randn_like(param) * 0.3)
+    model = beit.build_backbone((size, size, 3), include_top=True)
+    beit.load_hf_state_dict(model, _state_dict(reference))
+    images = _images(size, batch=1)
+    np.testing.assert_allclose(model(images), _hf_logits(reference, images), atol=1e-4, rtol=0)

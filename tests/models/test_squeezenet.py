@@ -186,3 +186,15 @@ def test_loading_checks_keys_and_shapes():
     squeezenet_1_0_stem = {**state, "features.0.weight": np.zeros((96, 3, 7, 7), "float32")}
     with pytest.raises(StateDictMismatchError, match=r"shape mismatch for 'features\.0\.weight'"):
         squeezenet.load_torch_state_dict(backbone, squeezenet_1_0_stem)
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_logits_match_torchvision_layout_at_full_size():
+    reference = _torch_squeezenet1_1()
+    size = squeezenet.INPUT_SIZE
+    model = squeezenet.build_backbone((size, size, 3), include_top=True)
+    squeezenet.load_torch_state_dict(model, _state_dict(reference))
+    images = _images(size, batch=1)
+    expected = _torch_forward(reference, images)
+    np.testing.assert_allclose(model(images), expected, rtol=1e-4, atol=1e-5)
