@@ -25,7 +25,9 @@ def _discover_targets() -> dict:
         if not module.name.startswith("_")
     }
     for target in targets.values():
-        target.define_flags()
+        # A target may instead define its flags at import (module level): both work.
+        if hasattr(target, "define_flags"):
+            target.define_flags()
     return targets
 
 
