@@ -275,7 +275,9 @@ class BeitLayer(keras.layers.Layer):
         )
         scores = ops.matmul(query, ops.swapaxes(key, -1, -2)) * (self.head_dim**-0.5)
         scores = scores + ops.cast(self._relative_position_bias(), scores.dtype)
-        probs = self.attention_dropout(ops.softmax(scores, axis=-1), training=training)
+        # Softmax in float32 as transformers does, so mixed precision keeps its accuracy.
+        probs = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), value.dtype)
+        probs = self.attention_dropout(probs, training=training)
         context = ops.swapaxes(ops.matmul(probs, value), 1, 2)  # [B, T, heads, head_dim]
         return self.o_proj(ops.reshape(context, (-1, x.shape[1], self.hidden_size)))
 
