@@ -344,8 +344,9 @@ def build_classifier(
         num_classes: outputs of the head (labels for multi-label tasks).
         weights: "imagenet", "none"/None, or a local weights file.
         image_size: input side (default: the backbone's native size).
-        multilabel: the head emits independent logits (sigmoid per label) instead of
-            mutually exclusive ones (softmax); the layer is the same, the name records it.
+        multilabel: the logits are read as independent labels (sigmoid) rather than one
+            class (softmax). The head is the same linear layer either way, named "logits";
+            the loss and metrics decide.
         dropout: rate of a dropout before the head (0 disables it).
 
     Returns:
@@ -369,8 +370,8 @@ def build_classifier(
     x = backbone(inputs)
     if dropout:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    head = "multilabel_logits" if multilabel else "logits"
-    logits = keras.layers.Dense(num_classes, dtype="float32", name=head)(x)
+    del multilabel  # same layer for both task kinds (see docstring)
+    logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=f"{name}_classifier"), backbone
 
 
