@@ -225,3 +225,21 @@ def test_real_trainer_run_through_the_sweep(make_npz, tmp_path):
     row = _rows(out / "results.csv")["tiny_blood"]
     assert float(row["test_acc_mean"]) == pytest.approx(metrics["test"]["acc"], abs=1e-6)
     assert float(row["test_auc_mean"]) == pytest.approx(metrics["test"]["auc"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_default_command_runs_the_real_cli(make_npz, tmp_path):
+    """The runner's default command (python -m tlmed_keras.train) on a registry model."""
+    data = make_npz("breastmnist", 28, {"train": 16, "val": 8, "test": 8})
+    flagfile = tmp_path / "cli_breast.cfg"
+    flagfile.write_text(
+        "--model=squeezenet1_1\n--weights=none\n--data=breastmnist\n--size=28\n"
+        f"--image_size=32\n--data_dir={data.parent}\n--noverify_data\n--head_epochs=1\n"
+        "--finetune_epochs=1\n--warmup_epochs=0\n--batch_size=8\n--max_steps_per_epoch=1\n"
+        "--backend=jax\n"
+    )
+    out = tmp_path / "out"
+    res = sweep(f"--flagfiles={flagfile}", "--seeds=0,1", f"--out={out}", "--noplot")
+    assert res.returncode == 0, res.stdout + res.stderr
+    row = _rows(out / "results.csv")["cli_breast"]
+    assert row["done"] == "2" and row["test_acc_sd"] != ""
