@@ -32,8 +32,9 @@ def _images(channels: int, count: int = 3, size: int = 28) -> np.ndarray:
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("normalization", sorted(NORMALIZATIONS))
 @pytest.mark.parametrize("interpolation", ["bilinear", "nearest", "bicubic"])
-def test_matches_reference_in_tf_data(channels, normalization, interpolation):
-    images = _images(channels)
+@pytest.mark.parametrize("source", [28, 40, 56])  # up-sized, same size, down-sized
+def test_matches_reference_in_tf_data(channels, normalization, interpolation, source):
+    images = _images(channels, size=source)
     layer = Preprocess(40, normalization, interpolation)
     (out,) = tf.data.Dataset.from_tensors(images).map(layer).as_numpy_iterator()
     expected = reference(images, 40, normalization, interpolation)
@@ -45,11 +46,21 @@ def test_matches_reference_in_tf_data(channels, normalization, interpolation):
 @pytest.mark.parametrize("channels", [1, 3])
 def test_model_backend_matches_tf_data(channels):
     """Inside a model (the JAX backend in tests) the layer gives what tf.data gave."""
-    images = _images(channels)
+    images = _images(channels, count=2, size=28)
     layer = Preprocess(56, "caffe")
     (fed,) = tf.data.Dataset.from_tensors(images).map(layer).as_numpy_iterator()
     restored = Preprocess.from_config(layer.get_config())
     np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(images)), fed, atol=1e-3)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_unknown_spatial_size_in_a_graph(channels):
+    layer = Preprocess(40, "caffe")
+    shape = [None, None, None] if channels == 1 else [None, None, None, 3]
+    run = tf.function(layer, input_signature=[tf.TensorSpec(shape, tf.uint8)])
+    images = _images(channels, size=28)
+    expected = reference(images, 40, "caffe", "bilinear")
+    np.testing.assert_allclose(run(images).numpy(), expected, atol=1e-3)
 
 
 def test_same_size_skips_resize_and_keeps_pixels():

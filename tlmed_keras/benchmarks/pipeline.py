@@ -1,14 +1,17 @@
 """Pipeline benchmark: images per second the tf.data pipeline delivers, fully materialised.
 
 Feeds synthetic uint8 images (``--source_size`` px, ``--channels`` channels; or the train split
-of a real file with ``--data``) through ``make_dataset`` exactly as training does (shuffle, batch,
+of a real file with ``--data``) through the pipeline exactly as training does (shuffle, batch,
 Preprocess to ``--image_size`` x 3 float32, optional augmentation, prefetch) and converts
-every batch to numpy, touching it, so nothing is left lazily unevaluated.
+every batch to numpy, touching it, so nothing is left lazily unevaluated. ``--source=arrays``
+(default) holds the images in memory (``make_dataset``); ``--source=tfds`` prepares a TFDS
+copy first (untimed) and streams it from disk (``make_dataset_from_tfds``).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 
 from absl import flags
@@ -23,25 +26,84 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_images", 4096, "Synthetic images held in memory.")
     flags.DEFINE_string("interpolation", "bilinear", "Resize interpolation.")
     flags.DEFINE_string("normalization", "torch", "Preprocess normalization.")
+    flags.DEFINE_enum("source", "arrays", ["arrays", "tfds"], "In-memory arrays or TFDS.")
+    flags.DEFINE_string("tfds_dir", None, "TFDS folder for --source=tfds (default: a temp one).")
 
 
-def _source():
-    """Train images and labels, and their catalog entry."""
+def _synthetic_arrays() -> tuple:
+    """Random uint8 train images and labels shaped by the flags, and a matching catalog entry."""
     import numpy as np
 
-    from tlmed_keras.data import catalog, load_arrays
+    from tlmed_keras.data import catalog
 
-    if FLAGS.data:
-        splits = load_arrays(FLAGS.data, FLAGS.source_size, FLAGS.data_dir)
-        return (*splits["train"], splits.info)
     name = "breastmnist" if FLAGS.channels == "1" else "bloodmnist"
-    info = catalog.get_info(name, 28)
-    size, count = FLAGS.source_size, FLAGS.num_images
-    shape = (count, size, size) if FLAGS.channels == "1" else (count, size, size, 3)
+    info = catalog.get_info(name, FLAGS.source_size)
+    count = FLAGS.num_images
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    images = rng.integers(0, 256, size=(count, *info.image_shape), dtype=np.uint8)
     labels = rng.integers(0, info.num_classes, size=(count, 1), dtype=np.uint8)
     return images, labels, info
+
+
+def _write_synthetic_npz(folder: str) -> str:
+    """The synthetic train split (plus 8-image val/test) as an official-layout npz."""
+    import numpy as np
+
+    images, labels, info = _synthetic_arrays()
+    arrays = {"train_images": images, "train_labels": labels}
+    for split in ("val", "test"):
+        arrays |= {f"{split}_images": images[:8], f"{split}_labels": labels[:8]}
+    np.savez(os.path.join(folder, info.filename), **arrays)
+    return info.name
+
+
+def _arrays_dataset(preprocess, augment: str | None, scratch: str):
+    from tlmed_keras.data import load_arrays
+    from tlmed_keras.data.pipeline import make_dataset
+
+    del scratch
+    if FLAGS.data:
+        splits = load_arrays(FLAGS.data, FLAGS.source_size, FLAGS.data_dir)
+        images, labels, info = (*splits["train"], splits.info)
+    else:
+        images, labels, info = _synthetic_arrays()
+    print(f"source=arrays {images.shape} {images.dtype}")
+    return make_dataset(
+        images,
+        labels,
+        info=info,
+        batch_size=FLAGS.batch_size,
+        preprocess=preprocess,
+        training=True,
+        augment=augment,
+        drop_remainder=True,
+    )
+
+
+def _tfds_dataset(preprocess, augment: str | None, scratch: str):
+    """The TFDS-backed pipeline; the copy is prepared first (untimed) in ``--tfds_dir``."""
+    from tlmed_keras.data.pipeline import make_dataset_from_tfds
+
+    if FLAGS.data:
+        name, npz_dir, options = FLAGS.data, FLAGS.data_dir, {}
+    else:  # synthetic: no catalog MD5 to check against
+        name, npz_dir, options = _write_synthetic_npz(scratch), scratch, {"verify": False}
+        options["cache_dir"] = None
+    tfds_dir = FLAGS.tfds_dir or os.path.join(scratch, "tfds")
+    print(f"source=tfds {name} {FLAGS.source_size} px in {tfds_dir}")
+    return make_dataset_from_tfds(
+        name,
+        FLAGS.source_size,
+        "train",
+        batch_size=FLAGS.batch_size,
+        preprocess=preprocess,
+        training=True,
+        augment=augment,
+        drop_remainder=True,
+        tfds_dir=tfds_dir,
+        npz_dir=npz_dir,
+        **options,
+    )
 
 
 def measure(dataset, steps: int, warmup_steps: int) -> float:
@@ -71,26 +133,16 @@ def measure(dataset, steps: int, warmup_steps: int) -> float:
 
 def run() -> tuple[str, float]:
     """Builds the pipeline from the flags and returns ``("pipeline_images_per_s", value)``."""
-    from tlmed_keras.data.pipeline import make_dataset
     from tlmed_keras.data.preprocess import Preprocess
 
-    images, labels, info = _source()
     preprocess = Preprocess(FLAGS.image_size, FLAGS.normalization, FLAGS.interpolation)
     augment = None if (FLAGS.augment or "none").lower() == "none" else FLAGS.augment
-    dataset = make_dataset(
-        images,
-        labels,
-        info=info,
-        batch_size=FLAGS.batch_size,
-        preprocess=preprocess,
-        training=True,
-        augment=augment,
-        drop_remainder=True,
-    )
-    print(
-        f"source={images.shape} {images.dtype} -> [{FLAGS.batch_size}, "
-        f"{FLAGS.image_size}, {FLAGS.image_size}, 3] float32 augment={augment} "
-        f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}"
-    )
-    rate = measure(dataset, FLAGS.steps, FLAGS.warmup_steps)
+    build = _tfds_dataset if FLAGS.source == "tfds" else _arrays_dataset
+    with tempfile.TemporaryDirectory(prefix="tlmed_bench_") as scratch:
+        dataset = build(preprocess, augment, scratch)
+        print(
+            f"-> [{FLAGS.batch_size}, {FLAGS.image_size}, {FLAGS.image_size}, 3] float32 "
+            f"augment={augment} cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}"
+        )
+        rate = measure(dataset, FLAGS.steps, FLAGS.warmup_steps)
     return "pipeline_images_per_s", rate

@@ -1,4 +1,4 @@
-"""The one preprocessing definition: channel tripling, normalisation, resize.
+"""The one preprocessing definition: resize, channel tripling, normalisation.
 
 The same ``Preprocess`` layer is mapped over the tf.data pipeline in training and sits at the
 front of the exported serving model, so training and serving cannot drift apart.
@@ -99,23 +99,41 @@ class Preprocess(DataLayer):
         channels = x.shape[-1]
         if channels not in (1, 3):
             raise ValueError(f"Preprocess takes 1 or 3 channels, got {channels}.")
-        # Normalise before resizing: resize weights sum to 1, so the per-channel affine map
-        # commutes with it, and at the stored 28-128 px it costs up to 64x less than at 224 px
-        # (measured: the whole layer ~3.5x cheaper). A grey image (1 channel) broadcasts
-        # against the 3-channel mean/std, which also triples it: backbones are RGB models.
-        norm = self.normalization
-        if norm.bgr and channels == 3:
-            x = ops.numpy.flip(x, axis=-1)
-        gain = ops.convert_to_tensor([norm.scale / s for s in norm.std], dtype="float32")
-        offset = ops.convert_to_tensor(
-            [m / s for m, s in zip(norm.mean, norm.std, strict=True)], dtype="float32"
-        )
-        x = x * gain - offset
-        if tuple(x.shape[1:3]) != (self.image_size, self.image_size):
-            x = ops.image.resize(
-                x, (self.image_size, self.image_size), interpolation=self.interpolation
-            )
+        # Resizing's weights sum to 1, so it commutes with the per-channel affine map: apply
+        # the map at whichever side has fewer pixels (28 px MedMNIST -> 224 px: 64x fewer).
+        height, width = x.shape[1], x.shape[2]
+        known = height is not None and width is not None
+        if known and height * width > self.image_size**2:
+            x = self._resize(x)
+        x = self._to_normalized_rgb(x)
+        if not known or tuple(x.shape[1:3]) != (self.image_size, self.image_size):
+            x = self._resize(x)
         return x
+
+    def _resize(self, x):
+        size = (self.image_size, self.image_size)
+        return self.backend.image.resize(x, size, interpolation=self.interpolation)
+
+    def _to_normalized_rgb(self, x):
+        """Float ``[B, H, W, 1 or 3]`` -> normalised RGB (or BGR) ``[B, H, W, 3]``."""
+        ops = self.backend
+        norm = self.normalization
+        if x.shape[-1] == 1:
+            # Backbones are ImageNet RGB models: a grey image is the same value on 3 channels.
+            # (repeat: ~1.8x faster than concatenate in TensorFlow at 224 px, measured)
+            x = ops.numpy.repeat(x, 3, axis=-1)
+        elif norm.bgr:
+            x = ops.numpy.flip(x, axis=-1)
+        gain = [norm.scale / s for s in norm.std]
+        offset = [m / s for m, s in zip(norm.mean, norm.std, strict=True)]
+        height, width = x.shape[1], x.shape[2]
+        if height is None or width is None:
+            return x * ops.convert_to_tensor(gain) - ops.convert_to_tensor(offset)
+        # Row layout [B, H, W*3]: TensorFlow's CPU broadcasting over an inner axis of 3 is
+        # ~3x slower than over W*3 (measured at 224 px); XLA fuses either form.
+        rows = ops.numpy.reshape(x, (-1, height, width * 3))
+        rows = rows * ops.convert_to_tensor(gain * width) - ops.convert_to_tensor(offset * width)
+        return ops.numpy.reshape(rows, (-1, height, width, 3))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.image_size, self.image_size, 3)
