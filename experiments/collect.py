@@ -161,9 +161,13 @@ def run_result(run: sweep_runs.Run) -> RunResult:
     result.seconds = status.get("seconds")
     if run.is_finished():
         return _finished(run, result, status)
-    if status.get("state") == "running":
+    if status.get("state") == "running" and sweep_runs.is_running(run):
         result.state = "running"
         result.note = f"started {status.get('started', '?')} on {status.get('host', '?')}"
+    elif status.get("state") == "running":  # its worker died (killed, machine lost)
+        result.state = "failed"
+        tail = sweep_runs.log_tail(run)
+        result.error = f"{tail}\ninterrupted: its sweep worker is gone; rerun the sweep to resume"
     elif status.get("state") in ("failed", "done"):
         result.state = "failed"
         result.error = status.get("error") or sweep_runs.log_tail(run) or "(no log)"

@@ -235,6 +235,13 @@ def _lock(run: Run):
     yield False
 
 
+def is_running(run: Run) -> bool:
+    """Whether a live worker holds the run's lock (a dead one's lock on this host does not
+    count; another host's lock is believed)."""
+    path = run.workdir / LOCK_FILE
+    return path.is_file() and not _stale(path)
+
+
 def _stale(path: pathlib.Path) -> bool:
     try:
         owner = json.loads(path.read_text())

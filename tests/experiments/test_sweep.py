@@ -243,3 +243,20 @@ def test_default_command_runs_the_real_cli(make_npz, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     row = _rows(out / "results.csv")["cli_breast"]
     assert row["done"] == "2" and row["test_acc_sd"] != ""
+
+
+def test_a_run_whose_worker_died_is_reported_as_interrupted(flagdir, tmp_path):
+    from experiments import collect
+
+    [run] = sweep_runs.plan([flagdir / "oct_b.cfg"], [0], tmp_path / "out")
+    run.workdir.mkdir(parents=True)
+    (run.workdir / sweep_runs.LOG_FILE).write_text("Epoch 3/9\n")
+    (run.workdir / sweep_runs.STATUS_FILE).write_text(json.dumps({"state": "running"}))
+    [cell] = collect.collect([run])
+    assert cell.runs[0].state == "failed" and "interrupted" in cell.runs[0].error
+    assert "Epoch 3/9" in cell.runs[0].error
+    # While a live worker holds the lock, it is running.
+    (run.workdir / sweep_runs.LOCK_FILE).write_text(
+        json.dumps({"host": os.uname().nodename, "pid": os.getpid()})
+    )
+    assert collect.collect([run])[0].runs[0].state == "running"
