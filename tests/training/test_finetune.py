@@ -255,3 +255,22 @@ def test_nan_loss_names_phase_and_epoch(tiny_config, tmp_path):
     config = tiny_config(head_epochs=2, finetune_epochs=0, head_lr=1e30, optimizer="sgd")
     with pytest.raises(FloatingPointError, match=r"phase 1 \(head\), epoch 1"):
         train_and_evaluate(config, tmp_path / "run", registry=tiny_registry)
+
+
+@pytest.mark.slow
+def test_patience_stops_a_phase_and_the_next_one_still_runs(tiny_config, tmp_path):
+    """A learning rate too small to change anything: val AUC never improves after epoch 1,
+    so with --patience=1 phase 1 stops after epoch 2 of 3; phase 2 then runs (epoch 4)."""
+    config = tiny_config(
+        head_epochs=3, head_lr=1e-30, weight_decay=0.0, patience=1, max_steps_per_epoch=1
+    )
+    epochs = []
+    metrics = train_and_evaluate(
+        config,
+        tmp_path / "run",
+        registry=tiny_registry,
+        epoch_end_hook=lambda epoch, phase, model: epochs.append((epoch, phase.name)),
+    )
+    assert epochs == [(1, "head"), (2, "head"), (4, "finetune")]
+    assert metrics["stopped_early"] == ["head"]
+    assert metrics["epochs_run"] == 3

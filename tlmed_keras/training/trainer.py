@@ -285,6 +285,8 @@ def _run_phase(phase, config, s, model, backbone, registry, run, state, writer, 
         cb.EpochSummary(label, total, printer=say),
     ]
     end = phase.first_epoch + phase.epochs
+    # A phase starts at its first epoch even when the one before stopped early.
+    state.epoch = max(state.epoch, phase.first_epoch)
     for epoch in range(state.epoch, end):
         start = time.perf_counter()
         history = model.fit(
@@ -328,8 +330,6 @@ def _run_phase(phase, config, s, model, backbone, registry, run, state, writer, 
             hook(state.epoch, phase, model)
         if phase.name in state.stopped:
             break
-    # The next phase starts at its first epoch even when this one stopped early.
-    state.epoch = max(state.epoch, end)
 
 
 def _final_model(config, s, registry, model, state, run):
@@ -436,7 +436,7 @@ def train_and_evaluate(
         writer = cb.ScalarWriter(run.tb)
         try:
             for phase in phases:
-                if state.epoch >= phase.first_epoch + phase.epochs:
+                if phase.name in state.stopped or state.epoch >= phase.first_epoch + phase.epochs:
                     continue
                 _run_phase(
                     phase,
