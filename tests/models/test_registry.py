@@ -126,6 +126,17 @@ def test_offline_imagenet_weights_error_names_source(offline):
     assert source in message and str(offline) in message and "--weights=" in message
 
 
+def test_offline_keras_hub_preset_error_names_preset(monkeypatch):
+    import keras_hub
+
+    def no_network(*args, **kwargs):
+        raise ConnectionError("kaggle.com unreachable (test)")
+
+    monkeypatch.setattr(keras_hub.models.ResNetBackbone, "from_preset", no_network)
+    with pytest.raises(models.WeightsUnavailableError, match="resnet_18_imagenet"):
+        models.build_backbone("resnet18", weights="imagenet", image_size=32)
+
+
 @pytest.fixture(scope="module")
 def small_classifier():
     keras.utils.set_random_seed(0)

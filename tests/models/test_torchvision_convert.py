@@ -37,10 +37,10 @@ def test_converted_mobilenet_matches_torchvision(imagenet_mobilenet, photo, phot
 
 def test_headless_backbone_takes_the_same_file(mobilenet_pth, imagenet_mobilenet):
     backbone = models.build_backbone("mobilenet_v2_torchvision", weights=mobilenet_pth)
-    kernel = backbone.get_layer("features.0.0").kernel
+    kernel = backbone.get_layer("features_0_0").kernel
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(kernel),
-        keras.ops.convert_to_numpy(imagenet_mobilenet.get_layer("features.0.0").kernel),
+        keras.ops.convert_to_numpy(imagenet_mobilenet.get_layer("features_0_0").kernel),
     )
     assert backbone.output_shape == (None, tv.MOBILENET_V2_FEATURES)
 
@@ -64,12 +64,12 @@ def test_missing_key_is_named(state, small_net):
 
 
 def test_shape_mismatch_is_named_and_nothing_assigned(state, small_net):
-    before = keras.ops.convert_to_numpy(small_net.get_layer("features.0.0").kernel)
+    before = keras.ops.convert_to_numpy(small_net.get_layer("features_0_0").kernel)
     broken = dict(state)
     broken["features.3.conv.2.weight"] = np.zeros((24, 144, 3, 3), np.float32)
     with pytest.raises(tv.WeightMismatchError, match=r"Shape mismatch at 'features\.3\.conv\.2"):
         tv.load_mobilenet_v2(small_net, broken)
-    after = keras.ops.convert_to_numpy(small_net.get_layer("features.0.0").kernel)
+    after = keras.ops.convert_to_numpy(small_net.get_layer("features_0_0").kernel)
     np.testing.assert_array_equal(before, after)
 
 

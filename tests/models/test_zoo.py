@@ -61,6 +61,11 @@ def test_model_builds_runs_and_swaps_head(zoo, name):
     assert result["top1_trainable"] > 0
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v2_torchvision", "resnet18", "dinov2_small"])
+def test_classifier_keras_file_round_trip_in_safe_mode(zoo, name):
+    assert _result(zoo, f"serialize:{name}")["max_abs_diff"] < 1e-5
+
+
 def test_keras_weights_file_round_trip(zoo):
     assert _result(zoo, "keras_weight_file")["same"]
 

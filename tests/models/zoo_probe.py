@@ -12,6 +12,9 @@ import sys
 import traceback
 import urllib.error
 
+# One per family / custom layer: own graph with "_" names, keras-hub CNN, class-token pooling.
+SERIALIZED = ("mobilenet_v2_torchvision", "resnet18", "dinov2_small")
+
 
 def _offline(*args, **kwargs):
     raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution (test)")
@@ -72,6 +75,23 @@ def probe_keras_home_cache() -> dict:
     return {"equal": bool(np.array_equal(kernel, stored)), "std": float(kernel.std())}
 
 
+def probe_serialization(name: str, tmp: str) -> dict:
+    """The classifier survives a .keras round trip loaded with safe_mode=True."""
+    import keras
+    import numpy as np
+
+    from tlmed_keras import models
+
+    size = models.get_spec(name).min_input_size
+    model, _ = models.build_classifier(name, 2, weights="none", image_size=size)
+    path = f"{tmp}/{name}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype("float32")
+    diff = float(np.abs(np.asarray(model(x)) - np.asarray(loaded(x))).max())
+    return {"max_abs_diff": diff}
+
+
 def probe_offline() -> dict:
     from tlmed_keras import models
 
@@ -91,6 +111,7 @@ def main(out_path: str, tmp: str, names: list[str]) -> None:
     results = {}
     checks = {
         **{f"model:{n}": (lambda n=n: probe_model(n)) for n in names or models.model_names()},
+        **{f"serialize:{n}": (lambda n=n: probe_serialization(n, tmp)) for n in SERIALIZED},
         "keras_weight_file": lambda: probe_keras_weight_file(tmp),
         "keras_home_cache": probe_keras_home_cache,
         "offline": probe_offline,

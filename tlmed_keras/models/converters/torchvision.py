@@ -1,7 +1,8 @@
 """torchvision state dicts -> Keras weights, and a torchvision-faithful MobileNetV2.
 
-Mapping rule: a Keras layer whose name is a torchvision module path (``features.2.conv.1.0``)
-takes that module's parameters, transposed to Keras' layout. Every Keras weight must find its
+Mapping rule: a Keras layer named after a torchvision module path with "_" for "."
+(``features_2_conv_1_0`` <- ``features.2.conv.1.0``; Keras' torch backend forbids dots in
+names) takes that module's parameters, transposed to Keras' layout. Every Keras weight must find its
 key with the right shape and every checkpoint key must be used (or explicitly ignored), else
 ``WeightMismatchError`` names the first offender; nothing is assigned until all keys check out.
 
@@ -94,6 +95,11 @@ def layer_plan(layer: keras.layers.Layer) -> Plan:
     return plan
 
 
+def torch_path(layer: keras.layers.Layer) -> str:
+    """``features_2_conv_1_0`` -> ``features.2.conv.1.0``."""
+    return layer.name.replace("_", ".")
+
+
 def weighted_layers(model: keras.layers.Layer) -> Iterable[keras.layers.Layer]:
     """Leaf layers holding weights, in model order (nested models are entered)."""
     for layer in getattr(model, "layers", ()):
@@ -108,7 +114,7 @@ def assign_state_dict(
     state: Mapping[str, np.ndarray],
     *,
     ignore_prefixes: tuple[str, ...] = (),
-    key_prefix: Callable[[keras.layers.Layer], str] = lambda layer: layer.name,
+    key_prefix: Callable[[keras.layers.Layer], str] | None = None,
 ) -> int:
     """Copies a torch state dict into ``model`` (all-or-nothing).
 
@@ -118,7 +124,7 @@ def assign_state_dict(
         state: ``{torch key: array}`` as ``torch_pickle.load_state_dict`` returns.
         ignore_prefixes: checkpoint keys the model deliberately lacks (e.g. "classifier."
             for a headless backbone).
-        key_prefix: torch module path of a Keras layer.
+        key_prefix: torch module path of a Keras layer (default: its name with "_" -> ".").
 
     Returns:
         Number of arrays assigned.
@@ -127,6 +133,7 @@ def assign_state_dict(
         WeightMismatchError: a Keras weight without its key, a shape mismatch, or a
             checkpoint key nothing uses — the message names the first one.
     """
+    key_prefix = key_prefix or torch_path
     assignments = []
     used = set()
     for layer in weighted_layers(model):
@@ -193,46 +200,52 @@ def _batch_norm(name: str) -> keras.layers.BatchNormalization:
 
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, *, depthwise=False, relu6=True):
-    """torchvision's Conv2dNormActivation: conv ``name.0``, BN ``name.1``, ReLU6."""
+    """torchvision's Conv2dNormActivation: conv ``name_0``, BN ``name_1``, ReLU6."""
     if kernel > 1:
         # Symmetric padding (k // 2 each side), as torch's padding=k//2.
-        x = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}.pad")(x)
+        x = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
     if depthwise:
         conv = keras.layers.DepthwiseConv2D(
-            kernel, stride, use_bias=False, depthwise_initializer=_he_init(), name=f"{name}.0"
+            kernel, stride, use_bias=False, depthwise_initializer=_he_init(), name=f"{name}_0"
         )
     else:
         conv = keras.layers.Conv2D(
-            filters, kernel, stride, use_bias=False, kernel_initializer=_he_init(), name=f"{name}.0"
+            filters, kernel, stride, use_bias=False, kernel_initializer=_he_init(), name=f"{name}_0"
         )
-    x = _batch_norm(f"{name}.1")(conv(x))
-    return keras.layers.ReLU(max_value=6.0, name=f"{name}.2")(x) if relu6 else x
+    x = _batch_norm(f"{name}_1")(conv(x))
+    return keras.layers.ReLU(max_value=6.0, name=f"{name}_2")(x) if relu6 else x
 
 
 def _inverted_residual(x, in_channels: int, out_channels: int, stride: int, expand: int, name):
     hidden = in_channels * expand
     y, index = x, 0
     if expand != 1:
-        y = _conv_bn(y, hidden, 1, 1, f"{name}.conv.0")
+        y = _conv_bn(y, hidden, 1, 1, f"{name}_conv_0")
         index = 1
-    y = _conv_bn(y, hidden, 3, stride, f"{name}.conv.{index}", depthwise=True)
-    y = keras.layers.Conv2D(out_channels, 1, use_bias=False, name=f"{name}.conv.{index + 1}")(y)
-    y = _batch_norm(f"{name}.conv.{index + 2}")(y)
+    y = _conv_bn(y, hidden, 3, stride, f"{name}_conv_{index}", depthwise=True)
+    y = keras.layers.Conv2D(
+        out_channels,
+        1,
+        use_bias=False,
+        kernel_initializer=_he_init(),
+        name=f"{name}_conv_{index + 1}",
+    )(y)
+    y = _batch_norm(f"{name}_conv_{index + 2}")(y)
     if stride == 1 and in_channels == out_channels:
-        y = keras.layers.Add(name=f"{name}.add")([x, y])
+        y = keras.layers.Add(name=f"{name}_add")([x, y])
     return y
 
 
 def mobilenet_v2_features(inputs):
     """torchvision ``MobileNetV2().features`` (width 1.0) on ``inputs``."""
-    x = _conv_bn(inputs, 32, 3, 2, "features.0")
+    x = _conv_bn(inputs, 32, 3, 2, "features_0")
     channels, index = 32, 1
     for expand, out_channels, repeats, first_stride in MOBILENET_V2_SETTINGS:
         for repeat in range(repeats):
             stride = first_stride if repeat == 0 else 1
-            x = _inverted_residual(x, channels, out_channels, stride, expand, f"features.{index}")
+            x = _inverted_residual(x, channels, out_channels, stride, expand, f"features_{index}")
             channels, index = out_channels, index + 1
-    return _conv_bn(x, MOBILENET_V2_FEATURES, 1, 1, f"features.{index}")
+    return _conv_bn(x, MOBILENET_V2_FEATURES, 1, 1, f"features_{index}")
 
 
 def mobilenet_v2(input_shape: tuple[int, int, int], include_top: bool = False) -> keras.Model:
@@ -249,18 +262,18 @@ def mobilenet_v2(input_shape: tuple[int, int, int], include_top: bool = False) -
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(mobilenet_v2_features(inputs))
     name = "mobilenet_v2_torchvision"
     if include_top:
-        x = keras.layers.Dropout(0.2, name="classifier.0")(x)
-        x = keras.layers.Dense(1000, name="classifier.1")(x)
+        x = keras.layers.Dropout(0.2, name="classifier_0")(x)
+        x = keras.layers.Dense(1000, name="classifier_1")(x)
         name += "_imagenet"
     return keras.Model(inputs, x, name=name)
 
 
 def mobilenet_v2_blocks(backbone: keras.Model) -> list[list[keras.layers.Layer]]:
     """The 17 inverted-residual blocks, bottom to top; the final 1x1 conv joins the last."""
-    last = f"features.{MOBILENET_V2_BLOCKS + 1}."
+    last = f"features_{MOBILENET_V2_BLOCKS + 1}_"
     blocks: list[list[keras.layers.Layer]] = [[] for _ in range(MOBILENET_V2_BLOCKS)]
     for layer in backbone.layers:
-        parts = layer.name.split(".")
+        parts = layer.name.split("_")
         if len(parts) < 2 or parts[0] != "features" or not parts[1].isdigit():
             continue
         index = int(parts[1])
@@ -273,7 +286,7 @@ def mobilenet_v2_blocks(backbone: keras.Model) -> list[list[keras.layers.Layer]]
 
 def load_mobilenet_v2(model: keras.Model, state: Mapping[str, np.ndarray]) -> int:
     """Fills a ``mobilenet_v2`` model from a torchvision state dict (head kept if present)."""
-    has_head = any(layer.name == "classifier.1" for layer in model.layers)
+    has_head = any(layer.name == "classifier_1" for layer in model.layers)
     return assign_state_dict(model, state, ignore_prefixes=() if has_head else ("classifier.",))
 
 
