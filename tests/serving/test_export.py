@@ -240,3 +240,19 @@ def test_cli_on_tensorflow_backend_matches_jax_export(exported, tiny_run, tmp_pa
     tf_probs = serving.predict(version, images[:7])["probabilities"]
     jax_probs = serving.predict(jax_result.path, images[:7])["probabilities"]
     np.testing.assert_allclose(tf_probs, jax_probs, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", ["resnet18", "mobilenet_v2"])
+def test_registry_backbone_exports_within_tolerance(model_name, medmnist_dir, tmp_path):
+    """A real (randomly initialised) registry backbone, deeper than tiny_cnn, at 64 px."""
+    from tlmed_keras import models
+    from tlmed_keras.data import catalog
+    from tlmed_keras.data.preprocess import Preprocess
+
+    info = catalog.get_info("retinamnist")
+    model, _ = models.build_classifier(model_name, info.num_classes, weights="none", image_size=64)
+    preprocess = Preprocess(64, normalization=models.get_spec(model_name).normalization)
+    images = np.load(medmnist_dir / "retinamnist.npz")["test_images"][:16]
+    result = serving.export_savedmodel(model, preprocess, info, tmp_path, images)
+    assert result.max_abs_diff <= 1e-4
