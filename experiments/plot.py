@@ -34,20 +34,11 @@ def bar_chart(cells: Sequence, path: os.PathLike | str) -> pathlib.Path:
         means = [m if m is not None else 0.0 for m, _ in stats]
         errors = [sd or 0.0 for _, sd in stats]
         colors = ["tab:blue" if m is not None else "none" for m, _ in stats]
-        ax.bar(x, means, yerr=errors, capsize=3, color=colors, edgecolor="tab:blue")
+        ax.bar(x, means, yerr=errors, capsize=3, width=0.6, color=colors, edgecolor="tab:blue")
         for i, (m, _) in enumerate(stats):
-            if m is None:
-                ax.text(i, 0.02, "no finished run", rotation=90, ha="center", va="bottom")
-            else:
-                ax.text(
-                    i,
-                    m,
-                    f" n={len(cells[i].done())}",
-                    rotation=90,
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                )
+            text = "no finished run" if m is None else f"n={len(cells[i].done())}"
+            color = "black" if m is None else "white"
+            ax.text(i, 0.02, text, rotation=90, ha="center", va="bottom", fontsize=8, color=color)
         for name, lookup, marker, color in _MARKERS:
             pts = [(i, getattr(lookup(c.model, c.data), key)) for i, c in enumerate(cells)]
             pts = [(i, v) for i, v in pts if v is not None]
@@ -56,6 +47,7 @@ def bar_chart(cells: Sequence, path: os.PathLike | str) -> pathlib.Path:
                     *zip(*pts, strict=True), marker=marker, s=90, color=color, label=name, zorder=3
                 )
         ax.set_ylim(0, 1.05)
+        ax.set_xlim(-0.8, len(cells) - 0.2)
         ax.set_ylabel(title)
         ax.grid(axis="y", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
