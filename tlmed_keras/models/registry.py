@@ -155,7 +155,6 @@ def _torchvision_specs() -> dict[str, ModelSpec]:
 
 # --- family: architectures written in this package (alexnet, squeezenet, beit) -------------
 
-# name -> (module, number of fine-tuning blocks when the module does not say).
 _OWN_MODULES = {
     "alexnet": "tlmed_keras.models.alexnet",
     "squeezenet1_1": "tlmed_keras.models.squeezenet",
@@ -189,12 +188,18 @@ def _own_blocks(module) -> Blocks:
     return blocks
 
 
-def _own_num_blocks(module, blocks: Blocks) -> int:
+# Block counts of the own modules that do not export NUM_BLOCKS (test_zoo checks them
+# against blocks(backbone)); counting by building would cost seconds at every start-up.
+_OWN_NUM_BLOCKS = {"alexnet": 7, "squeezenet1_1": 9}
+
+
+def _own_num_blocks(name: str, module, blocks: Blocks) -> int:
     for attribute in ("NUM_BLOCKS", "BLOCK_PREFIXES"):
         if hasattr(module, attribute):
             value = getattr(module, attribute)
             return value if isinstance(value, int) else len(value)
-    # No constant: count on a random-init build at the smallest size (cheap for these nets).
+    if name in _OWN_NUM_BLOCKS:
+        return _OWN_NUM_BLOCKS[name]
     side = getattr(module, "MIN_INPUT_SIZE", module.INPUT_SIZE)
     return len(blocks(module.build_backbone((side, side, 3), None)))
 
@@ -213,7 +218,7 @@ def _own_spec(name: str, module_name: str) -> ModelSpec | None:
         min_input_size=getattr(module, "MIN_INPUT_SIZE", module.INPUT_SIZE),
         normalization=module.NORMALIZATION,
         weights_source=module.WEIGHTS_URL,
-        num_blocks=_own_num_blocks(module, blocks),
+        num_blocks=_own_num_blocks(name, module, blocks),
         family="tlmed_keras",
         build=_own_builder(name, module),
         blocks=blocks,
