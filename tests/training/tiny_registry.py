@@ -56,7 +56,7 @@ def build_classifier(
     return keras.Model(inputs, logits, name=NAME), backbone
 
 
-def set_trainable(backbone, name, mode) -> None:
+def set_trainable(backbone, name, mode, *, freeze_batch_norm=True) -> None:
     if mode == "frozen":
         backbone.trainable = False
         return
@@ -67,5 +67,5 @@ def set_trainable(backbone, name, mode) -> None:
         # Keras 3 runs a BN layer with trainable=False in inference mode. (Calling the
         # backbone with training=False inside the functional model is NOT enough in Keras
         # 3.15: fit's training=True overrides it; test_finetune caught exactly that.)
-        if isinstance(layer, keras.layers.BatchNormalization):
+        if freeze_batch_norm and isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False

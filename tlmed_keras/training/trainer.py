@@ -199,22 +199,13 @@ def _build(config: Config, s: _Setup, registry: Any, weights: str):
     return _float32_output(model), backbone
 
 
-def _sublayers(layer) -> list:
-    out = []
-    for child in getattr(layer, "_layers", []):
-        out += [child, *_sublayers(child)]
-    return out
-
-
 def _set_trainable(backbone, config: Config, phase: schedule.Phase, registry) -> None:
-    """The registry's trainable mode (BN frozen), then, with ``--batchnorm=train`` (or auto
-    from random init), the BN layers of a wholly unfrozen backbone trained too: frozen BN
-    keeps the initial statistics of a random network, whose features then collapse."""
-    registry.set_trainable(backbone, config.model, phase.trainable)
-    if phase.trainable == "all" and config.train_batchnorm:
-        for layer in _sublayers(backbone):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = True
+    """The registry's trainable mode. BN stays frozen (inference mode) unless
+    ``--batchnorm=train`` (or auto from random init): frozen BN keeps the initial statistics
+    of a random network, whose features then collapse."""
+    registry.set_trainable(
+        backbone, config.model, phase.trainable, freeze_batch_norm=not config.train_batchnorm
+    )
 
 
 def _compile(model, backbone, config: Config, phase: schedule.Phase, s: _Setup, registry):
