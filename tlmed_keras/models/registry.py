@@ -166,8 +166,12 @@ def _own_builder(name: str, module) -> Builder:
     def build(input_shape, weights, include_top):
         if weights == "imagenet":
             url = module.WEIGHTS_URL
+            # Prefixed: Hugging Face files are all called "model.safetensors".
+            fname = f"{name}-{os.path.basename(url)}"
             weights = _fetch(
-                name, url, lambda: keras.utils.get_file(origin=url, cache_subdir="models")
+                name,
+                url,
+                lambda: keras.utils.get_file(fname=fname, origin=url, cache_subdir="models"),
             )
         kwargs = {"include_top": True} if include_top else {}
         return module.build_backbone(
