@@ -125,3 +125,12 @@ def test_preparation_refuses_a_file_with_wrong_md5(make_npz, tmp_path):
         tfds_builder.prepared_builder(
             "pneumoniamnist", 28, tfds_dir=tmp_path / "tfds", npz_dir=path.parent, cache_dir=None
         )
+
+
+def test_default_shuffle_buffer_is_bounded_by_memory():
+    from tlmed_keras.data.pipeline import SHUFFLE_BUFFER_BYTES, default_shuffle_buffer
+
+    assert default_shuffle_buffer(catalog.get_info("breastmnist", 28)) == 10_000
+    big = default_shuffle_buffer(catalog.get_info("pathmnist", 224))
+    assert big == SHUFFLE_BUFFER_BYTES // (224 * 224 * 3) and big * 224 * 224 * 3 <= 256 << 20
+    assert default_shuffle_buffer(catalog.get_info("tissuemnist", 224)) == 5349  # grey: 3x

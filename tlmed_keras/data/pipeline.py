@@ -11,6 +11,7 @@ cheaper than at 224 px, and ``RandomContrast`` clips to the 0-255 range it expec
 
 from __future__ import annotations
 
+import math
 import os
 
 import keras
@@ -22,7 +23,8 @@ from tlmed_keras.data.preprocess import Preprocess
 
 AUTOTUNE = tf.data.AUTOTUNE
 AUGMENTATIONS = ("basic", "flip")
-DEFAULT_SHUFFLE_BUFFER = 10_000
+SHUFFLE_BUFFER_BYTES = 256 << 20  # TFDS source: memory the shuffle buffer may hold
+MAX_SHUFFLE_BUFFER = 10_000
 
 
 def task_labels(labels: np.ndarray, info: DatasetInfo) -> np.ndarray:
@@ -77,6 +79,12 @@ def make_augmenter(name: str | None, seed: int = 0) -> list[keras.layers.Layer]:
             layers.RandomContrast(0.1, value_range=(0, 255), seed=seed + 3),
         ]
     return augmenter
+
+
+def default_shuffle_buffer(info: DatasetInfo) -> int:
+    """Shuffle-buffer length for streamed images of ``info``: bounded by memory."""
+    image_bytes = math.prod(info.image_shape)
+    return max(1, min(MAX_SHUFFLE_BUFFER, SHUFFLE_BUFFER_BYTES // image_bytes))
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -172,7 +180,7 @@ def make_dataset_from_tfds(
     drop_remainder: bool = False,
     tfds_dir: os.PathLike | str | None = None,
     npz_dir: os.PathLike | str | None = None,
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    shuffle_buffer: int | None = None,
     **builder_kwargs,
 ) -> tf.data.Dataset:
     """A dataset of one split streamed from the TFDS copy of ``name`` at ``size`` px.
@@ -186,7 +194,9 @@ def make_dataset_from_tfds(
         batch_size, preprocess, training, seed, augment, drop_remainder: as ``make_dataset``.
         tfds_dir: TFDS data folder (TFDS's default, ~/tensorflow_datasets, when None).
         npz_dir: where to find / download the npz when preparing (see ``files``).
-        shuffle_buffer: images in the shuffle buffer (training only).
+        shuffle_buffer: images in the shuffle buffer (training only). None: as many as fit
+            in ``SHUFFLE_BUFFER_BYTES`` (256 MiB), at most 10,000 (all of a 28 px set's
+            shuffle quality at a bounded memory cost for 224 px sets).
         **builder_kwargs: passed to the builder (``cache_dir``, ``verify``, ``download``).
 
     Returns:
@@ -207,7 +217,8 @@ def make_dataset_from_tfds(
     info = builder.catalog_info
     examples = tfds_builder.as_supervised(builder, split, shuffle=training, seed=seed)
     if training:
-        examples = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        buffer = shuffle_buffer or default_shuffle_buffer(info)
+        examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     batches = examples.batch(
         batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE
     ).map(lambda x, y: (x, _batch_task_labels(y, info)), num_parallel_calls=AUTOTUNE)
