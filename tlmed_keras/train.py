@@ -45,11 +45,18 @@ def main(argv: list[str]) -> None:
 
     config = config_from_flags()
     runtime.setup(config.backend)
+    from tlmed_keras.data.errors import MedMNISTFileError
+    from tlmed_keras.models import WeightsUnavailableError
     from tlmed_keras.training.trainer import train_and_evaluate
 
     try:
         train_and_evaluate(config, FLAGS.workdir or default_workdir(config))
-    except (ValueError, FloatingPointError) as e:
+    except (
+        ValueError,
+        FloatingPointError,
+        MedMNISTFileError,
+        WeightsUnavailableError,
+    ) as e:
         sys.exit(f"tlmed_keras.train: error: {e}")
 
 
