@@ -204,7 +204,7 @@ def test_real_trainer_run_through_the_sweep(make_npz, tmp_path):
     flagfile = tmp_path / "tiny_blood.cfg"
     flagfile.write_text(
         "--model=tiny_cnn\n--data=bloodmnist\n--size=28\n--image_size=28\n"
-        f"--data_dir={data.parent}\n--noverify_data\n--head_epochs=1\n--finetune_epochs=1\n"
+        f"--data_dir={data.parent}\n--noverify_data\n--head_epochs=0\n--finetune_epochs=1\n"
         "--warmup_epochs=0\n--batch_size=8\n--eval_batch_size=8\n--max_steps_per_epoch=1\n"
         "--weights=none\n--backend=jax\n"
     )
