@@ -21,6 +21,7 @@ Then ``--collect_only`` writes the table from whatever has finished.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import sys
 
 from absl import app, flags
@@ -80,8 +81,11 @@ def main(argv: list[str]) -> int:
 
     if FLAGS.list:
         text = sweep_runs.list_commands(mine, FLAGS.out, _passthrough())
-        if text:
-            print(text)
+        try:
+            if text:
+                print(text, flush=True)
+        except BrokenPipeError:  # e.g. piped into head: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     outcomes: dict[str, int] = {}
     if not FLAGS.collect_only:
