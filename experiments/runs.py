@@ -288,7 +288,7 @@ def _execute_locked(run: Run, argv: list[str], timeout_s: float, say) -> str:
         "state": "running",
         "run": run.name,
         "flagfile": str(run.flagfile),
-        "flagfile_sha256": flagfile_digest(run.flagfile),
+        "flagfile_sha256": flagfile_digest(run.flagfile) if run.flagfile.is_file() else None,
         "seed": run.seed,
         "command": shlex.join(argv),
         "host": socket.gethostname(),
