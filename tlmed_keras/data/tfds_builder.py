@@ -8,10 +8,10 @@ Preparation reads the verified npz (found or downloaded by ``files``) member by 
 chunks (``npz.iter_rows``), so even TissueMNIST at 224 px (~12 GB of pixels) is converted
 without holding it in memory, and training then streams it from disk.
 
-Features: ``image`` uint8 stored raw (``[S, S]`` for grayscale, ``[S, S, 3]`` for RGB; raw
-bytes decode far faster than PNG in the input pipeline), ``label`` (a ``ClassLabel`` for
-single-label tasks, a 0/1 uint8 vector for multi-label) and ``index`` (the row in the npz,
-so every example can be traced back to the official file).
+Features: ``image`` uint8 stored as raw bytes (``[S, S]`` for grayscale, ``[S, S, 3]`` for
+RGB; raw bytes decode far faster than PNG or TFDS's default int64 lists), ``label`` (a
+``ClassLabel`` for single-label tasks, a 0/1 uint8 vector for multi-label) and ``index`` (the
+row in the npz, so every example can be traced back to the official file).
 """
 
 from __future__ import annotations
@@ -63,8 +63,11 @@ class MedMNIST(tfds.core.GeneratorBasedBuilder):
     """
 
     name = "medmnist"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "MedMNIST v2 files (medmnist 3.x catalog), raw uint8 images."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "MedMNIST v2 files (medmnist 3.x catalog), raw uint8 images.",
+        "1.1.0": "Images stored as raw bytes (not int64 lists): ~2x smaller, faster to read.",
+    }
     BUILDER_CONFIGS = [
         MedMNISTConfig(dataset=name, size=size)
         for name in catalog.dataset_names()
@@ -108,7 +111,11 @@ class MedMNIST(tfds.core.GeneratorBasedBuilder):
             label = tfds.features.ClassLabel(names=list(info.label_names))
         features = tfds.features.FeaturesDict(
             {
-                "image": tfds.features.Tensor(shape=info.image_shape, dtype=np.uint8),
+                # BYTES: one raw string per image. The default encoding stores every pixel
+                # as an int64 varint, slow to parse (~0.5 ms per 224 px image, measured).
+                "image": tfds.features.Tensor(
+                    shape=info.image_shape, dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
+                ),
                 "label": label,
                 "index": tfds.features.Scalar(dtype=np.int64),
             }
