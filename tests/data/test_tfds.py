@@ -134,3 +134,29 @@ def test_default_shuffle_buffer_is_bounded_by_memory():
     big = default_shuffle_buffer(catalog.get_info("pathmnist", 224))
     assert big == SHUFFLE_BUFFER_BYTES // (224 * 224 * 3) and big * 224 * 224 * 3 <= 256 << 20
     assert default_shuffle_buffer(catalog.get_info("tissuemnist", 224)) == 5349  # grey: 3x
+
+
+def test_preparation_streams_the_npz_without_loading_whole_arrays(make_npz, tmp_path, monkeypatch):
+    """Generation reads members chunk by chunk; np.load (whole arrays) is never called."""
+    path = make_npz("dermamnist", n={"train": 9, "val": 3, "test": 3})
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("np.load would hold a whole array in memory")
+
+    monkeypatch.setattr(np, "load", refuse)
+    monkeypatch.setattr(tfds_builder, "ROWS_PER_CHUNK", 2)
+    builder = tfds_builder.prepared_builder(
+        "dermamnist",
+        28,
+        tfds_dir=tmp_path / "tfds",
+        npz_dir=path.parent,
+        cache_dir=None,
+        verify=False,
+    )
+    assert builder.info.splits["train"].num_examples == 9
+    monkeypatch.undo()
+    with np.load(path) as data:
+        expected = data["train_images"]
+    examples = tfds.as_numpy(builder.as_dataset(split="train"))
+    by_index = {int(e["index"]): e["image"] for e in examples}
+    np.testing.assert_array_equal(np.stack([by_index[i] for i in range(9)]), expected)
