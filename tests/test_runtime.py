@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -120,6 +121,24 @@ def test_setup_tensorflow_applies_cpu_settings_in_a_fresh_process():
     assert out["backend"] == out["keras"] == out["env"] == "tensorflow"
     for key, value in out["settings"].get("threading", {}).items():
         assert out[key] == value
+
+
+def test_cpu_settings_keep_onednn_on_for_tensorflow():
+    assert runtime.cpu_settings("tensorflow")["env"]["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    assert runtime.cpu_settings("jax") == {}
+
+
+def test_user_environment_wins_over_cpu_settings(monkeypatch):
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    runtime._apply_cpu_settings("tensorflow")
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+
+
+def test_cpu_supports_bfloat16_reads_the_cpu_flags():
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    expected = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert runtime.cpu_supports_bfloat16() is expected
 
 
 # ------------------------------------------------------------------ end-to-end, every backend

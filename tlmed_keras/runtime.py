@@ -16,7 +16,15 @@ BACKENDS = ("auto", "jax", "tensorflow", "torch")
 # Measured on a 2-core CPU (issue 8): JAX/XLA CPU convolutions are 5-8x slower than
 # TensorFlow's, so "auto" picks TensorFlow when no accelerator is present.
 CPU_BACKEND = "tensorflow"
-_CPU_SETTINGS: dict[str, dict] = {}
+# What setup() applies per backend (experiments/cpu_speed/results.md has every option tried):
+# - oneDNN kernels in TF: ResNet-50 training 4.8x slower without them (on by default on Linux
+#   x86 only; set explicitly so other builds that support them get them too).
+# Tried without gain, so left at TF's defaults: intra/inter-op thread counts, grappler off,
+# steps_per_execution; jit_compile=True (XLA CPU) is 10x slower, and the trainer's "auto"
+# already means False for TF on a CPU.
+_CPU_SETTINGS: dict[str, dict] = {
+    "tensorflow": {"env": {"TF_ENABLE_ONEDNN_OPTS": "1"}},
+}
 
 
 def _jax_has_accelerator() -> bool:
@@ -68,6 +76,21 @@ def cpu_settings(backend: str) -> dict:
     Environment variables already set by the user win over these defaults.
     """
     return _CPU_SETTINGS.get(backend, {})
+
+
+def cpu_supports_bfloat16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX512_BF16 or AMX), which makes
+    ``mixed_bfloat16`` pay off on TF for ResNet-style models (measured: not for MobileNetV2,
+    whose depthwise convolutions get slower). False where /proc/cpuinfo is unavailable."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def _apply_cpu_settings(backend: str) -> None:
