@@ -39,9 +39,11 @@ MODELS = (
 MIN_SIZE = {"inception_v3": 75}  # its smallest input
 PATTERNS = {
     "compile_s": r"compile_s=([\d.]+)",
-    "memory": r"no_pipeline: images_per_s=([\d.]+)",
-    "memory_ms": r"no_pipeline: images_per_s=[\d.]+ step_ms=([\d.]+)",
-    "pipeline": r"pipeline:\s+images_per_s=([\d.]+)",
+    "memory": r"^no_pipeline: images_per_s=([\d.]+)",
+    "memory_ms": r"^no_pipeline: images_per_s=[\d.]+ step_ms=([\d.]+)",
+    # The bench's headline (last line) is the pipeline-fed rate.
+    "pipeline": r"^train_images_per_s=([\d.]+)",
+    "pipeline_ms": r"^pipeline: +images_per_s=[\d.]+ step_ms=([\d.]+)",
     "params": r"trainable_params=(\d+)",
     "backend": r"backend=(\w+) ",
 }
@@ -76,7 +78,7 @@ def measure(model: str, args) -> dict:
         "rc": proc.returncode,
     }
     for key, pattern in PATTERNS.items():
-        found = re.search(pattern, proc.stdout)
+        found = re.search(pattern, proc.stdout, re.MULTILINE)
         row[key] = found.group(1) if found else ""
     if proc.returncode:
         row["error"] = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:200]
