@@ -141,6 +141,9 @@ def keras_worker(framework: str, model_name: str, opts: dict, steps: int, warmup
         jit_compile=jit,
         steps_per_execution=spe,
     )
+    # As the trainer does: optimizer variables made eagerly, so the first step traces the
+    # train function once instead of twice (first step ~3x faster on TF).
+    model.optimizer.build(model.trainable_variables)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (max(8 * batch, 512), RAW_SIZE, RAW_SIZE, 3), dtype=np.uint8)
     labels = rng.integers(0, NUM_CLASSES, (len(images),)).astype(np.int32)
