@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from tlmed_keras.models._arch import check_rgb_input_shape, has_layer
 from tlmed_keras.models.converters.huggingface import (
     StateDictConsumer,
     StateDictMismatchError,
@@ -120,7 +121,7 @@ def build_backbone(
         ValueError: the input is too small or not 3-channel.
         StateDictMismatchError: the weights do not fit.
     """
-    _check_input_shape(input_shape)
+    check_rgb_input_shape(input_shape, "AlexNet", MIN_INPUT_SIZE, INPUT_SIZE)
     inputs = keras.Input(shape=input_shape, name="image")
     x = _features(inputs)
     x = AdaptiveAveragePooling2D(POOLED_SIZE, name="avgpool")(x)
@@ -136,16 +137,6 @@ def build_backbone(
     if weights is not None:
         load_torch_state_dict(model, read_state_dict(weights))
     return model
-
-
-def _check_input_shape(input_shape: tuple[int, int, int]) -> None:
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(f"AlexNet takes RGB input (H, W, 3); got input_shape={input_shape}.")
-    if any(side is None or side < MIN_INPUT_SIZE for side in input_shape[:2]):
-        raise ValueError(
-            f"AlexNet needs a static input of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}; got "
-            f"{input_shape[:2]}. Resize the images (e.g. Preprocess(image_size={INPUT_SIZE}))."
-        )
 
 
 def _features(x):
@@ -171,7 +162,7 @@ def blocks(backbone: keras.Model) -> list[list[keras.layers.Layer]]:
         One single-layer block per conv / dense layer, the top layer last when present.
     """
     names = [name for name, *_ in _CONVS] + list(_HIDDEN_DENSES)
-    if _has_layer(backbone, _TOP_DENSE):
+    if has_layer(backbone, _TOP_DENSE):
         names.append(_TOP_DENSE)
     return [[backbone.get_layer(name)] for name in names]
 
@@ -193,7 +184,7 @@ def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarra
         _assign(consumer, model.get_layer(name), name, conv_kernel)
     _assign(consumer, model.get_layer("classifier_1"), "classifier_1", _first_fc_kernel)
     _assign(consumer, model.get_layer("classifier_4"), "classifier_4", dense_kernel)
-    if _has_layer(model, _TOP_DENSE):
+    if has_layer(model, _TOP_DENSE):
         _assign(consumer, model.get_layer(_TOP_DENSE), _TOP_DENSE, dense_kernel)
     else:
         consumer.ignore([r"^classifier\.6\."])
@@ -217,7 +208,3 @@ def _first_fc_kernel(weight: np.ndarray) -> np.ndarray:
     channels = in_features // (POOLED_SIZE * POOLED_SIZE)
     weight = weight.reshape(out_features, channels, POOLED_SIZE, POOLED_SIZE)
     return weight.transpose(2, 3, 1, 0).reshape(in_features, out_features)
-
-
-def _has_layer(model: keras.Model, name: str) -> bool:
-    return any(layer.name == name for layer in model.layers)

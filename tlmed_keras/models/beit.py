@@ -25,6 +25,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tlmed_keras.models._arch import has_layer
 from tlmed_keras.models.converters.huggingface import (
     StateDictConsumer,
     StateDictMismatchError,
@@ -417,10 +418,6 @@ def _encoder_layers(model: keras.Model) -> list[BeitLayer]:
     return [layer for layer in model.layers if isinstance(layer, BeitLayer)]
 
 
-def _has_layer(model: keras.Model, name: str) -> bool:
-    return any(layer.name == name for layer in model.layers)
-
-
 def blocks(backbone: keras.Model) -> list[list[keras.layers.Layer]]:
     """Trainable layers grouped input -> output.
 
@@ -435,7 +432,7 @@ def blocks(backbone: keras.Model) -> list[list[keras.layers.Layer]]:
     groups = [[backbone.get_layer("patch_embeddings"), backbone.get_layer("cls_token")]]
     groups += [[layer] for layer in layers]
     groups[-1] = [*groups[-1], backbone.get_layer("pooler_layernorm")]
-    if _has_layer(backbone, "classifier"):
+    if has_layer(backbone, "classifier"):
         groups.append([backbone.get_layer("classifier")])
     return groups
 
@@ -463,7 +460,7 @@ def load_hf_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarray])
     for index, layer in enumerate(_encoder_layers(model)):
         _load_encoder_layer(consumer, layer, f"beit.layers.{index}.")
     _load_norm(consumer, model.get_layer("pooler_layernorm"), "beit.pooler.layernorm")
-    if _has_layer(model, "classifier"):
+    if has_layer(model, "classifier"):
         _load_dense(consumer, model.get_layer("classifier"), "classifier")
     else:
         consumer.ignore([r"^classifier\."])

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from tlmed_keras.models._arch import check_rgb_input_shape, has_layer
 from tlmed_keras.models.converters.huggingface import (
     StateDictConsumer,
     conv_kernel,
@@ -77,7 +78,7 @@ def build_backbone(
         ValueError: the input is too small or not 3-channel.
         StateDictMismatchError: the weights do not fit.
     """
-    _check_input_shape(input_shape)
+    check_rgb_input_shape(input_shape, "SqueezeNet 1.1", MIN_INPUT_SIZE, INPUT_SIZE)
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Conv2D(64, 3, strides=2, activation="relu", name=_STEM)(inputs)
     for index in range(2, 13):
@@ -93,17 +94,6 @@ def build_backbone(
     if weights is not None:
         load_torch_state_dict(model, read_state_dict(weights))
     return model
-
-
-def _check_input_shape(input_shape: tuple[int, int, int]) -> None:
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(f"SqueezeNet takes RGB input (H, W, 3); got input_shape={input_shape}.")
-    if any(side is None or side < MIN_INPUT_SIZE for side in input_shape[:2]):
-        raise ValueError(
-            f"SqueezeNet 1.1 needs a static input of at least {MIN_INPUT_SIZE}x"
-            f"{MIN_INPUT_SIZE}; got {input_shape[:2]}. Resize the images "
-            f"(e.g. Preprocess(image_size={INPUT_SIZE}))."
-        )
 
 
 def ceil_mode_extra(size: int, kernel: int = 3, stride: int = 2) -> int:
@@ -141,7 +131,7 @@ def blocks(backbone: keras.Model) -> list[list[keras.layers.Layer]]:
     groups = [[backbone.get_layer(_STEM)]]
     for index in _FIRES:
         groups.append([backbone.get_layer(f"features_{index}_{conv}") for conv in _FIRE_CONVS])
-    if _has_layer(backbone, _TOP_CONV):
+    if has_layer(backbone, _TOP_CONV):
         groups.append([backbone.get_layer(_TOP_CONV)])
     return groups
 
@@ -164,10 +154,6 @@ def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarra
             torch_name = layer.name.replace("_", ".")
             consumer.assign(f"{torch_name}.weight", layer.kernel, conv_kernel)
             consumer.assign(f"{torch_name}.bias", layer.bias)
-    if not _has_layer(model, _TOP_CONV):
+    if not has_layer(model, _TOP_CONV):
         consumer.ignore([r"^classifier\.1\."])
     consumer.finish()
-
-
-def _has_layer(model: keras.Model, name: str) -> bool:
-    return any(layer.name == name for layer in model.layers)
