@@ -2,8 +2,8 @@
 
     python -m tlmed_keras.bench --target=train --model=resnet50 --image_size=64 --batch_size=32
 
-The model, loss, optimizer and compiled step are the trainer's own (``trainer._build``,
-``trainer._compile`` with phase 2, ``--unfreeze=all``); so is the data: synthetic uint8
+The model, loss, optimizer and compiled step are the trainer's own
+(``trainer.compile_phase`` for phase 2, ``--unfreeze=all``); so is the data: synthetic uint8
 images shaped like BloodMNIST's (``--source_size`` px, ``--num_images`` of them; both flags
 of the pipeline target) are written as an official-layout npz and read back through the
 trainer's set-up (``load_arrays``, ``Preprocess``, ``make_dataset``, ``--augment``); with
@@ -174,29 +174,25 @@ def benchmark(
             mixed_precision=mixed_precision,
             distribute="none",
         )
-        spec, info = trainer._prepare(config, registry)
         if synthetic:
             write_synthetic_npz(folder, data, source_size, num_train)
         keras.utils.set_random_seed(0)
-        with trainer._dtype_policy(mixed_precision):
-            s = trainer._setup(config, spec, info, devices=1)
-            net, backbone = trainer._build(config, s, registry, config.weights)
-            phase = schedule.phases(config)[-1]  # phase 2: the unfrozen backbone
-            trainer._compile(net, backbone, config, phase, s, registry)
-            trainable = sum(math.prod(v.shape) for v in net.trainable_variables)
-            frozen = sum(math.prod(v.shape) for v in net.non_trainable_variables)
-            say(
-                f"model={model} input={s.preprocess.image_size}px batch={batch_size} "
-                f"source={'synthetic ' if synthetic else ''}{data}@{source_size}px "
-                f"backend={keras.backend.backend()} "
-                f"trainable_params={trainable} non_trainable={frozen} "
-                f"load_before={os.getloadavg()[0]:.2f} cpus={os.cpu_count()}"
-            )
-            piped = trainer._train_dataset(config, s, epoch=0).repeat()
-            one_batch = next(iter(piped.take(1)))
-            memory = tf.data.Dataset.from_tensors(one_batch).repeat()
-            bare = timed_fit(net, memory, warmup_steps, steps)
-            fed = timed_fit(net, piped, warmup_steps, steps)
+        compiled = trainer.compile_phase(config, schedule.FINETUNE, registry=registry)
+        net = compiled.model
+        trainable = sum(math.prod(v.shape) for v in net.trainable_variables)
+        frozen = sum(math.prod(v.shape) for v in net.non_trainable_variables)
+        say(
+            f"model={model} input={compiled.setup.preprocess.image_size}px batch={batch_size} "
+            f"source={'synthetic ' if synthetic else ''}{data}@{source_size}px "
+            f"backend={keras.backend.backend()} "
+            f"trainable_params={trainable} non_trainable={frozen} "
+            f"load_before={os.getloadavg()[0]:.2f} cpus={os.cpu_count()}"
+        )
+        piped = compiled.train_dataset(epoch=0).repeat()
+        one_batch = next(iter(piped.take(1)))
+        memory = tf.data.Dataset.from_tensors(one_batch).repeat()
+        bare = timed_fit(net, memory, warmup_steps, steps)
+        fed = timed_fit(net, piped, warmup_steps, steps)
     result = {
         "compile_s": bare["first_step_s"],
         "no_pipeline_images_per_s": bare["images_per_s"],

@@ -221,6 +221,49 @@ def _compile(model, backbone, config: Config, phase: schedule.Phase, s: _Setup, 
     return optimizer
 
 
+@dataclasses.dataclass
+class CompiledPhase:
+    """One phase's compiled classifier and its training data (see ``compile_phase``)."""
+
+    model: keras.Model
+    backbone: keras.Model
+    optimizer: Any
+    phase: schedule.Phase
+    config: Config
+    setup: _Setup
+
+    def train_dataset(self, epoch: int = 0):
+        """The trainer's training pipeline for ``epoch`` (seeded shuffle, augmentation,
+        Preprocess, prefetch)."""
+        return _train_dataset(self.config, self.setup, epoch)
+
+
+def compile_phase(
+    config: Config, phase: str = schedule.FINETUNE, *, registry: Any = None
+) -> CompiledPhase:
+    """What ``train_and_evaluate`` trains in one phase: the checked config, the loaded
+    splits, the classifier with that phase's trainable layers, optimizer, loss and metrics,
+    compiled, on one device, under ``--mixed_precision``'s dtype policy. No run directory,
+    no training. For benchmarks and notebooks, so they time the trainer's own step.
+
+    Raises:
+        ValueError: a bad config (the trainer's checks), or a phase the config does not run.
+    """
+    registry = registry or default_registry()
+    spec, info = _prepare(config, registry)
+    by_name = {p.name: p for p in schedule.phases(config)}
+    if phase not in by_name:
+        raise ValueError(
+            f"Bad phase {phase!r}: this config runs {', '.join(by_name) or 'no phase'} "
+            f"(a phase with 0 epochs is left out)."
+        )
+    with _dtype_policy(config.mixed_precision):
+        s = _setup(config, spec, info, devices=1)
+        model, backbone = _build(config, s, registry, config.weights)
+        optimizer = _compile(model, backbone, config, by_name[phase], s, registry)
+    return CompiledPhase(model, backbone, optimizer, by_name[phase], config, s)
+
+
 def _variables(variables) -> list[np.ndarray]:
     return [np.array(keras.ops.convert_to_numpy(v.value)) for v in variables]
 
