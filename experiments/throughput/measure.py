@@ -1,7 +1,7 @@
 """Training throughput of the study's backbones: one ``tlmed_keras.bench --target=train``
 process per model, tabulated as Markdown with the machine's load.
 
-    python experiments/throughput/measure.py --image_size=64 --batch_size=16 \\
+    python -m experiments.throughput.measure --image_size=64 --batch_size=16 \\
         --out=experiments/throughput/README.md
 
 Each model runs in its own process (Keras fixes its backend at import, XLA caches compiled
@@ -22,21 +22,11 @@ import subprocess
 import sys
 import time
 
+from experiments import table3
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
-MODELS = (
-    "alexnet",
-    "beit_base_patch16_224",
-    "inception_v3",
-    "vgg16",
-    "vgg19",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "squeezenet1_1",
-)
-MIN_SIZE = {"inception_v3": 75}  # its smallest input
+MODELS = table3.MODELS  # the study's Table 3 backbones
+MIN_SIZE = table3.CPU_INPUT  # Inception V3: 75 px, its smallest input
 PATTERNS = {
     "compile_s": r"compile_s=([\d.]+)",
     "memory": r"^no_pipeline: images_per_s=([\d.]+)",
@@ -90,7 +80,7 @@ def markdown(rows: list[dict], args, before: str, after: str) -> str:
     lines = [
         "# Training throughput of the study's backbones (CPU)",
         "",
-        f"`python experiments/throughput/measure.py --image_size={args.image_size} "
+        f"`python -m experiments.throughput.measure --image_size={args.image_size} "
         f"--batch_size={args.batch_size} --steps={args.steps} "
         f"--warmup_steps={args.warmup_steps}` (each model: `python -m tlmed_keras.bench "
         "--target=train ...`), full backbone trainable, random weights, synthetic "
@@ -135,7 +125,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup_steps", type=int, default=2)
     parser.add_argument("--num_images", type=int, default=256)
-    parser.add_argument("--backend", default="jax")
+    parser.add_argument("--backend", default="auto")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     before = uptime()
