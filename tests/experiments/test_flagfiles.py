@@ -13,6 +13,7 @@ from tlmed_keras.training import config as cfg
 REPO = pathlib.Path(__file__).resolve().parents[2]
 REALDATA = sorted((REPO / "flags" / "cpu" / "realdata").glob("*.cfg"))
 TABLE3 = sorted(table3.flagfiles())
+RETINA_TUNING = sorted((REPO / "flags" / "cpu" / "realdata" / "retina_tuning").glob("*.cfg"))
 
 
 def parse(path: pathlib.Path) -> cfg.Config:
@@ -30,12 +31,12 @@ def test_table3_flagfiles_are_up_to_date():
     assert len(TABLE3) == 2 * len(table3.MODELS) * len(table3.DATASETS) == 44
 
 
-@pytest.mark.parametrize("path", TABLE3 + REALDATA, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", TABLE3 + REALDATA + RETINA_TUNING, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_flagfile_is_a_valid_config(path, monkeypatch):
     monkeypatch.chdir(REPO)  # relative paths (../shared) are taken from the repository root
     config = parse(path)
     cfg.check(config)
-    assert path.stem == f"{config.data}_{config.model}" or path.parent.name == "realdata"
+    assert path.stem == f"{config.data}_{config.model}" or "realdata" in path.parts
 
 
 def test_paper_input_sizes_are_the_studys():
@@ -57,3 +58,14 @@ def test_realdata_pairs_differ_only_in_weights():
         diff = {k for k in pre if pre[k] != scratch[k]}
         assert diff == {"weights"} and scratch["weights"] == "none"
         assert pre["weights"].endswith("mobilenet_v2-b0353104.pth")
+
+
+def test_retina_tuning_candidates_change_only_the_pretrained_budgets_recipe():
+    """Each candidate nests the pretrained RetinaMNIST flagfile and changes recipe flags only."""
+    assert len(RETINA_TUNING) >= 2
+    base = parse(REPO / "flags/cpu/realdata/retinamnist_mobilenet_v2_imagenet.cfg").to_dict()
+    recipe = {"finetune_lr", "augment", "label_smoothing", "dropout", "finetune_epochs"}
+    for path in RETINA_TUNING:
+        candidate = parse(path).to_dict()
+        diff = {k for k in base if base[k] != candidate[k]}
+        assert diff and diff <= recipe, (path.name, diff)
