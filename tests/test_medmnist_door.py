@@ -11,7 +11,9 @@ def test_catalog_import_runs_neither_medmnist_init_nor_torch():
         "import sys; from tlmed_keras.data import catalog; catalog.get_info('bloodmnist'); "
         "print('torch' in sys.modules, 'medmnist' in sys.modules)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == ["False", "False"]
     assert "Please install" not in result.stdout + result.stderr
 

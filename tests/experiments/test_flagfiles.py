@@ -31,7 +31,9 @@ def test_table3_flagfiles_are_up_to_date():
     assert len(TABLE3) == 2 * len(table3.MODELS) * len(table3.DATASETS) == 44
 
 
-@pytest.mark.parametrize("path", TABLE3 + REALDATA + RETINA_TUNING, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path", TABLE3 + REALDATA + RETINA_TUNING, ids=lambda p: f"{p.parent.name}/{p.name}"
+)
 def test_flagfile_is_a_valid_config(path, monkeypatch):
     monkeypatch.chdir(REPO)  # relative paths (../shared) are taken from the repository root
     config = parse(path)
