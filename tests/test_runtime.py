@@ -121,6 +121,19 @@ def test_setup_tensorflow_applies_cpu_settings_in_a_fresh_process():
     assert out["backend"] == out["keras"] == out["env"] == "tensorflow"
     for key, value in out["settings"].get("threading", {}).items():
         assert out[key] == value
+    # The native start-up noise of TF and JAX (printed before their log settings apply) is gone.
+    for noise in ("absl::InitializeLog", "oneDNN custom operations", "cuInit", "libtpu"):
+        assert noise not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_quiet_native_startup_drops_known_noise_and_passes_on_the_rest(capfd):
+    with runtime.quiet_native_startup():
+        os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on. You may see...\n")
+        os.write(2, b"E0000 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)\n")
+        os.write(2, b"E0000 something.cc:1] a real problem the user must see\n")
+    err = capfd.readouterr().err
+    assert "a real problem the user must see" in err
+    assert "oneDNN" not in err and "cuInit" not in err
 
 
 def test_cpu_settings_keep_onednn_on_for_tensorflow():

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
+import re
 import sys
+import tempfile
 
 BACKENDS = ("auto", "jax", "tensorflow", "torch")
 # Measured on a 2-core CPU (issue 8): JAX/XLA CPU convolutions are 5-8x slower than
@@ -27,12 +30,54 @@ _CPU_SETTINGS: dict[str, dict] = {
 }
 
 
+# Lines TF's and JAX's native code print at every start on a machine without a GPU, before
+# their own log settings apply (TF_CPP_MIN_LOG_LEVEL does not reach them): not problems, but
+# they bury the first screen. ``quiet_native_startup`` drops these and passes on the rest.
+_STARTUP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog"
+    r"|oneDNN custom operations are on"
+    r"|Could not find cuda drivers on your machine"
+    r"|failed call to cuInit"
+    r"|Unable to register cu\w+ factory"
+    r"|computation placer already registered"
+    r"|TF-TRT Warning"
+    r"|This TensorFlow binary is optimized to use available CPU instructions"
+    r"|rebuild TensorFlow with the appropriate compiler flags"
+)
+
+
+@contextlib.contextmanager
+def quiet_native_startup():
+    """Captures what native code writes to file descriptor 2 inside the block and writes it
+    back without the known start-up noise (``_STARTUP_NOISE``): real warnings and errors
+    still reach stderr, once the block ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not _STARTUP_NOISE.search(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
 def _jax_has_accelerator() -> bool:
     if importlib.util.find_spec("jax") is None:
         return False
-    import jax
+    # "Unable to initialize backend 'tpu'" is logged at INFO on every machine without one.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    with quiet_native_startup():
+        import jax
 
-    return jax.default_backend() != "cpu"
+        return jax.default_backend() != "cpu"
 
 
 def resolve_backend(requested: str = "auto") -> str:
@@ -128,6 +173,10 @@ def setup(backend: str = "auto") -> str:
     os.environ["KERAS_BACKEND"] = chosen
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _apply_cpu_settings(chosen)
+    with quiet_native_startup():
+        import tensorflow as tf  # every entry point needs it (tf.data), so start it here
+
+        tf.config.list_physical_devices()  # CUDA is probed (and complains) here
     if chosen != "tensorflow":
         hide_accelerators_from_tensorflow()
     return chosen
