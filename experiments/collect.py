@@ -59,6 +59,10 @@ CELL_FIELDS = (
     "test_acc_sd",
     "test_auc_mean",
     "test_auc_sd",
+    "val_acc_mean",
+    "val_acc_sd",
+    "val_auc_mean",
+    "val_auc_sd",
     "study_acc",
     "study_auc",
     "medmnist_v2_resnet18_28_acc",
@@ -240,6 +244,11 @@ def _pm(mean: float | None, sd: float | None) -> str:
     return f"{mean:.4f} ± {sd:.4f}" if sd is not None else f"{mean:.4f} (n=1)"
 
 
+def _val(cell: CellResult) -> str:
+    acc, auc = cell.stat("val_acc")[0], cell.stat("val_auc")[0]
+    return "" if acc is None else f"{_fmt(acc, 3)} / {_fmt(auc, 3)}"
+
+
 def _pair(score: refs.Score) -> str:
     if score.acc is None and score.auc is None:
         return ""
@@ -257,6 +266,8 @@ def cell_rows(cells: Sequence[CellResult]) -> list[dict]:
     for c in cells:
         acc, acc_sd = c.stat("test_acc")
         auc, auc_sd = c.stat("test_auc")
+        val_acc, val_acc_sd = c.stat("val_acc")
+        val_auc, val_auc_sd = c.stat("val_auc")
         study = refs.study(c.model, c.data)
         v2 = refs.medmnist_v2(c.data)
         plus = refs.medmnist_plus(c.data)
@@ -275,6 +286,10 @@ def cell_rows(cells: Sequence[CellResult]) -> list[dict]:
                 "test_acc_sd": _fmt(acc_sd, 6),
                 "test_auc_mean": _fmt(auc, 6),
                 "test_auc_sd": _fmt(auc_sd, 6),
+                "val_acc_mean": _fmt(val_acc, 6),
+                "val_acc_sd": _fmt(val_acc_sd, 6),
+                "val_auc_mean": _fmt(val_auc, 6),
+                "val_auc_sd": _fmt(val_auc_sd, 6),
                 "study_acc": _fmt(study.acc),
                 "study_auc": _fmt(study.auc),
                 "medmnist_v2_resnet18_28_acc": _fmt(v2.acc, 3),
@@ -308,12 +323,14 @@ def markdown(cells: Sequence[CellResult], title: str = "Sweep results") -> str:
         f"Collected {time.strftime('%Y-%m-%d %H:%M')}: {len(all_runs)} runs, "
         f"{counts['done']} done, {counts['failed']} failed, {counts['running']} running, "
         f"{pending} not run. Test ACC / AUC: mean ± sample sd (n-1) over the finished seeds "
-        "of each cell (one cell = one flagfile); MedMNIST's ACC and AUC definitions.",
+        "of each cell (one cell = one flagfile); MedMNIST's ACC and AUC definitions. Val: "
+        "the selected checkpoint on the validation split, the only split to choose "
+        "settings on.",
         "",
         "| cell | model | data | size → input | weights | runs ok | test ACC | test AUC "
-        "| study ACC (Table 3) | MedMNIST v2 ResNet-18 (28) ACC / AUC "
+        "| val ACC / AUC | study ACC (Table 3) | MedMNIST v2 ResNet-18 (28) ACC / AUC "
         "| MedMNIST+ best (28) ACC / AUC |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
         study = refs.study(c.model, c.data)
@@ -323,7 +340,7 @@ def markdown(cells: Sequence[CellResult], title: str = "Sweep results") -> str:
         lines.append(
             f"| {c.cell} | {c.model} | {c.data} | {c.size} → {c.image_size or 'native'} "
             f"| {_weights_label(c.weights)} | {ok} | {_pm(*c.stat('test_acc'))} "
-            f"| {_pm(*c.stat('test_auc'))} | {_fmt(study.acc)} "
+            f"| {_pm(*c.stat('test_auc'))} | {_val(c)} | {_fmt(study.acc)} "
             f"| {_pair(refs.medmnist_v2(c.data))} | {_pair(refs.medmnist_plus(c.data))} |"
         )
     lines += _failures(all_runs) + _notes(all_runs) + _baselines(cells) + _sources()

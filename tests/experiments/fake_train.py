@@ -4,6 +4,7 @@ run (metrics.json, then DONE), with metrics taken from its flagfile, in millisec
 Flagfile lines it reads (others are ignored): ``--model``, ``--data``, ``--size``,
 ``--image_size``, ``--weights``, ``--fake_metrics=SEED:ACC:AUC;SEED:ACC:AUC;...`` and
 ``--fake_fail=MESSAGE`` (print MESSAGE to stderr and exit 1 without writing anything).
+Test metrics are ACC/AUC as given; validation metrics are half of them.
 Every start appends one line to ``<workdir>/../../starts.txt`` (a run counter).
 
     python fake_train.py --flagfile=F --seed=K --workdir=W
@@ -47,7 +48,7 @@ def main() -> int:
         "seed": int(args.seed),
         "image_size": int(flags.get("image_size", 32)),
         "weights": flags.get("weights", "imagenet"),
-        "val": {"acc": acc, "auc": auc},
+        "val": {"acc": acc / 2, "auc": auc / 2},  # distinct from test, so columns can't mix
         "test": {"acc": acc, "auc": auc},
     }
     workdir.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,14 @@ def test_retina_tuning_candidates_change_only_the_pretrained_budgets_recipe():
     """Each candidate nests the pretrained RetinaMNIST flagfile and changes recipe flags only."""
     assert len(RETINA_TUNING) >= 2
     base = parse(REPO / "flags/cpu/realdata/retinamnist_mobilenet_v2_imagenet.cfg").to_dict()
-    recipe = {"finetune_lr", "augment", "label_smoothing", "dropout", "finetune_epochs", "image_size"}
+    recipe = {
+        "finetune_lr",
+        "augment",
+        "label_smoothing",
+        "dropout",
+        "finetune_epochs",
+        "image_size",
+    }
     for path in RETINA_TUNING:
         candidate = parse(path).to_dict()
         diff = {k for k in base if base[k] != candidate[k]}

@@ -85,6 +85,9 @@ def test_table_means_sds_failures_and_no_retraining(flagdir, tmp_path):
         assert float(row["test_acc_sd"]) == pytest.approx(statistics.stdev(accs), abs=1e-6)
         assert float(row["test_auc_mean"]) == pytest.approx(statistics.mean(aucs), abs=1e-6)
         assert float(row["test_auc_sd"]) == pytest.approx(statistics.stdev(aucs), abs=1e-6)
+        # fake_train reports val = test / 2
+        assert float(row["val_acc_mean"]) == pytest.approx(statistics.mean(accs) / 2, abs=1e-6)
+        assert float(row["val_auc_sd"]) == pytest.approx(statistics.stdev(aucs) / 2, abs=1e-6)
     assert cells["broken"]["done"] == "0" and cells["broken"]["failed"] == "3"
     assert cells["broken"]["test_acc_mean"] == ""
 
