@@ -62,19 +62,15 @@ def test_realdata_pairs_differ_only_in_weights():
         assert pre["weights"].endswith("mobilenet_v2-b0353104.pth")
 
 
-def test_retina_tuning_candidates_change_only_the_pretrained_budgets_recipe():
-    """Each candidate nests the pretrained RetinaMNIST flagfile and changes recipe flags only."""
-    assert len(RETINA_TUNING) >= 2
-    base = parse(REPO / "flags/cpu/realdata/retinamnist_mobilenet_v2_imagenet.cfg").to_dict()
-    recipe = {
-        "finetune_lr",
-        "augment",
-        "label_smoothing",
-        "dropout",
-        "finetune_epochs",
-        "image_size",
-    }
-    for path in RETINA_TUNING:
-        candidate = parse(path).to_dict()
-        diff = {k for k in base if base[k] != candidate[k]}
-        assert diff and diff <= recipe, (path.name, diff)
+def test_retina_tuning_candidates_change_only_recipe_flags_and_one_was_adopted():
+    """Every candidate nests recipe v1 and changes recipe flags only; the committed pretrained
+    RetinaMNIST flagfile (recipe v2) is exactly one of the candidates."""
+    recipe = {"finetune_lr", "augment", "label_smoothing", "finetune_epochs", "image_size"}
+    v1 = parse(REPO / "flags/cpu/realdata/retina_tuning/recipe_v1.cfg").to_dict()
+    adopted = parse(REPO / "flags/cpu/realdata/retinamnist_mobilenet_v2_imagenet.cfg").to_dict()
+    candidates = {p.stem: parse(p).to_dict() for p in RETINA_TUNING if p.stem != "recipe_v1"}
+    assert len(candidates) >= 2
+    for name, candidate in candidates.items():
+        diff = {k for k in v1 if v1[k] != candidate[k]}
+        assert diff and diff <= recipe, (name, diff)
+    assert [name for name, c in candidates.items() if c == adopted] == ["basic_ls0.1_128px"]
