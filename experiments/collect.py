@@ -139,6 +139,31 @@ def flagfile_values(path: os.PathLike | str, _depth: int = 0) -> dict[str, str]:
     return values
 
 
+def _same_value(recorded, text: str) -> bool:
+    if isinstance(recorded, bool):
+        return text.lower() in (("", "true", "1") if recorded else ("false", "0"))
+    if isinstance(recorded, (int, float)):
+        number = _number(text)
+        return number is not None and math.isclose(number, recorded)
+    return str(recorded) == text
+
+
+def _same_settings(run: sweep_runs.Run) -> bool:
+    """Whether every flag the run's flagfile sets now (nested files followed) has the value
+    the run was trained with (config.json's "flags"): an edit of comments or of how the
+    flagfile is put together leaves its finished runs valid."""
+    try:
+        recorded = json.loads((run.workdir / "config.json").read_text())["flags"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    for name, text in flagfile_values(run.flagfile).items():
+        if name not in recorded and name.startswith("no") and text == "":
+            name, text = name[2:], "false"  # --noflag
+        if name not in recorded or not _same_value(recorded[name], text):
+            return False
+    return True
+
+
 def _number(value, cast=float):
     try:
         return None if value in (None, "") else cast(value)
@@ -210,7 +235,10 @@ def _finished(run: sweep_runs.Run, result: RunResult, status: dict) -> RunResult
     result.val_acc, result.val_auc = _number(val.get("acc")), _number(val.get("auc"))
     digest = status.get("flagfile_sha256")
     if digest and run.flagfile.is_file() and digest != sweep_runs.flagfile_digest(run.flagfile):
-        result.note = "flagfile changed since this run; delete its workdir to rerun it"
+        if _same_settings(run):
+            result.note = "flagfile text edited since this run; every flag it sets is unchanged"
+        else:
+            result.note = "flagfile changed since this run; delete its workdir to rerun it"
     return result
 
 

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from experiments import collect
 from experiments import runs as sweep_runs
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -263,3 +264,33 @@ def test_a_run_whose_worker_died_is_reported_as_interrupted(flagdir, tmp_path):
         json.dumps({"host": os.uname().nodename, "pid": os.getpid()})
     )
     assert collect.collect([run])[0].runs[0].state == "running"
+
+
+def _finished_run(tmp_path, flag_text: str) -> sweep_runs.Run:
+    """A finished run of ``flag_text`` (sweep.json with its digest, DONE, metrics, config)."""
+    flagfile = tmp_path / "cell.cfg"
+    flagfile.write_text(flag_text)
+    run = sweep_runs.Run(flagfile, 0, tmp_path / "runs" / "cell" / "seed0")
+    run.workdir.mkdir(parents=True)
+    status = {"state": "done", "flagfile_sha256": sweep_runs.flagfile_digest(flagfile)}
+    (run.workdir / "sweep.json").write_text(json.dumps(status))
+    metric = {"acc": 0.5, "auc": 0.6}
+    (run.workdir / "metrics.json").write_text(json.dumps({"val": metric, "test": metric}))
+    recorded = {"model": "resnet18", "finetune_lr": 3e-5, "download": False, "augment": "basic"}
+    (run.workdir / "config.json").write_text(json.dumps({"flags": recorded}))
+    (run.workdir / "DONE").write_text("done\n")
+    return run
+
+
+def test_a_flagfile_edit_that_keeps_every_setting_does_not_invalidate_its_runs(tmp_path):
+    base = tmp_path / "base.cfg"
+    base.write_text("--model=resnet18\n--nodownload\n--finetune_lr=3e-5\n")
+    run = _finished_run(tmp_path, f"--flagfile={base}\n--augment=basic\n")
+    assert collect.run_result(run).note == ""
+    # Same settings written differently (a comment, 0.00003 for 3e-5): still valid.
+    base.write_text("# comment\n--model=resnet18\n--nodownload\n--finetune_lr=0.00003\n")
+    run.flagfile.write_text(f"# new comment\n--flagfile={base}\n--augment=basic\n")
+    assert "every flag it sets is unchanged" in collect.run_result(run).note
+    # A changed value: the run no longer matches its flagfile.
+    run.flagfile.write_text(f"--flagfile={base}\n--augment=flip\n")
+    assert "flagfile changed since this run" in collect.run_result(run).note
