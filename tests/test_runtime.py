@@ -179,24 +179,12 @@ def _train_cmd(backend: str, data_dir, workdir) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        "tensorflow",  # what CPU users get ("auto"): always checked
-        # JAX also runs in-process in tests/training; torch is the least used. A subprocess
-        # each costs a cold start and a compile (1-4 min on a busy 2-core machine).
-        pytest.param("jax", marks=pytest.mark.slow),
-        pytest.param("torch", marks=pytest.mark.slow),
-    ],
-)
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_train_end_to_end_on_every_backend(backend, make_npz, tmp_path):
-    """``python -m tlmed_keras.train`` runs both phases and writes its metrics on each backend.
-
-    ``-m slow`` adds the JAX and torch runs."""
-    if importlib.util.find_spec("tlmed_keras.train") is None:
-        pytest.skip("the trainer (tlmed_keras.train) has not landed")
+    """``python -m tlmed_keras.train`` runs both phases and writes its metrics on each backend
+    (a fresh process each: Keras fixes its backend at import). ~25 s each on 2 idle cores."""
     if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
+        pytest.skip(f"{backend} is not installed (scripts/test.sh installs torch for this)")
     data = make_npz("bloodmnist", 28, {"train": 32, "val": 16, "test": 16}).parent
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     proc = subprocess.run(
