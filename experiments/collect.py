@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 from experiments import references as refs
 from experiments import runs as sweep_runs
+from tlmed_keras.training import rundir
 
 RUN_FIELDS = (
     "cell",
@@ -153,7 +154,7 @@ def _same_settings(run: sweep_runs.Run) -> bool:
     the run was trained with (config.json's "flags"): an edit of comments or of how the
     flagfile is put together leaves its finished runs valid."""
     try:
-        recorded = json.loads((run.workdir / "config.json").read_text())["flags"]
+        recorded = rundir.RunDir(run.workdir).read_config()[rundir.FLAGS_KEY]
     except (OSError, ValueError, KeyError, TypeError):
         return False
     for name, text in flagfile_values(run.flagfile).items():

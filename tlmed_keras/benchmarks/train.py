@@ -152,7 +152,6 @@ def benchmark(
 
     if steps < 1 or warmup_steps < 1:
         raise ValueError(f"Bad --steps={steps} / --warmup_steps={warmup_steps}: both must be >= 1.")
-    registry = registry or trainer.default_registry()
     # Whole batches only: a smaller last batch would be a second compiled shape.
     num_train = max(num_images // batch_size, 1) * batch_size
     with tempfile.TemporaryDirectory(prefix="bench_train_") as folder:
