@@ -8,7 +8,9 @@ contention hits all of them alike. Medians over rounds are reported, with the lo
         --models mobilenetv2,resnet50 --configs torch,keras-tf
 
 A config is ``FRAMEWORK[:key=value[:key=value...]]``. FRAMEWORK is ``torch`` (the reference;
-keys: threads, bn, layout=channels_last|nchw,
+keys: impl=tv|local (tv, the default: torchvision's own ``mobilenet_v2`` / ``resnet50``, what a
+PyTorch user runs; local: the hand-written modules of ``torch_models.py``), amp=bf16
+(``torch.autocast("cpu", torch.bfloat16)``), threads, bn, layout=channels_last|nchw,
 omp=passive|active (OMP_WAIT_POLICY: torch's spinning OpenMP threads collapse when the
 machine is oversubscribed; passive makes a fair reference under contention)),
 ``keras-tf``, ``keras-jax`` or ``keras-torch``
@@ -16,6 +18,10 @@ machine is oversubscribed; passive makes a fair reference under contention)),
 layout=channels_last|channels_first, precision=float32|mixed_bfloat16, bn=train|frozen,
 defaults=0 (skip runtime.setup's CPU settings), grappler=0 (TF graph optimizer off)).
 ``batch=N`` and ``size=N`` work everywhere.
+
+The PyTorch side can run in another interpreter (``--torch_python``): torchvision's PyPI wheel
+is a CUDA build, and installed next to the project's CPU torch it breaks ``transformers`` (which
+the parity tests need), so the peer lives in its own venv (``setup_torch_peer.sh``).
 
 The step: full backbone trainable, AdamW, softmax cross-entropy, 8 classes, random weights
 (speed does not depend on them). ``feed=fit`` (default) is ``model.fit`` on a tf.data pipeline
@@ -33,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -53,16 +60,55 @@ def load() -> str:
 # ---------------------------------------------------------------- workers (one per process)
 
 
+def import_torchvision():
+    """``import torchvision``, also where its C++ operators cannot load.
+
+    PyPI's torchvision wheels are CUDA builds: beside the CPU build of torch their extension
+    (``nms``, ``roi_align``, ...) does not load, and ``torchvision/_meta_registrations.py`` then
+    fails at import (``operator torchvision::nms does not exist``) while registering fake
+    kernels for those operators. The classification models use none of them, so that one
+    module is replaced by an empty one and the import retried.
+    """
+    try:
+        import torchvision
+    except RuntimeError as e:
+        if "torchvision::" not in str(e):
+            raise
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        sys.modules["torchvision._meta_registrations"] = types.ModuleType(
+            "torchvision._meta_registrations"
+        )
+        import torchvision
+    return torchvision
+
+
+def build_torch_model(model_name: str, impl: str):
+    """torchvision's model (``impl="tv"``) or the hand-written one (``"local"``)."""
+    if impl == "local":
+        sys.path.insert(0, str(HERE))
+        import torch_models
+
+        return torch_models.build(model_name, NUM_CLASSES)
+    if impl != "tv":
+        raise ValueError(f"Bad impl={impl!r}: accepted tv (torchvision), local.")
+    builders = {"mobilenetv2": "mobilenet_v2", "resnet50": "resnet50"}
+    if model_name not in builders:
+        raise ValueError(
+            f"torchvision peer has no {model_name!r}; accepted: {', '.join(builders)} "
+            "(or impl=local)."
+        )
+    tv = import_torchvision()
+    return getattr(tv.models, builders[model_name])(num_classes=NUM_CLASSES)
+
+
 def torch_worker(model_name: str, opts: dict, steps: int, warmup: int) -> dict:
     import torch
-
-    sys.path.insert(0, str(HERE))
-    import torch_models
 
     torch.set_num_threads(int(opts.get("threads", os.cpu_count())))
     torch.manual_seed(0)
     size, batch = int(opts["size"]), int(opts["batch"])
-    model = torch_models.build(model_name, NUM_CLASSES)
+    model = build_torch_model(model_name, opts.get("impl", "tv"))
     model.train()
     if opts.get("bn") == "frozen":  # BatchNorm in inference mode, as the project fine-tunes
         for m in model.modules():
@@ -76,9 +122,15 @@ def torch_worker(model_name: str, opts: dict, steps: int, warmup: int) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     loss_fn = torch.nn.CrossEntropyLoss()
 
+    amp = opts.get("amp", "none")
+    if amp not in ("none", "bf16"):
+        raise ValueError(f"Bad amp={amp!r}: accepted none, bf16.")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16")
+
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        with autocast:
+            loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
         return loss
@@ -94,7 +146,10 @@ def torch_worker(model_name: str, opts: dict, steps: int, warmup: int) -> dict:
         step()
         times.append(time.perf_counter() - t)
     params = sum(p.numel() for p in model.parameters())
-    return {"first_step_s": first, "step_times": times, "params_trainable": params}
+    versions = {"torch": torch.__version__}
+    if opts.get("impl", "tv") == "tv":
+        versions["torchvision"] = import_torchvision().__version__
+    return {"first_step_s": first, "step_times": times, "params_trainable": params, **versions}
 
 
 def keras_worker(framework: str, model_name: str, opts: dict, steps: int, warmup: int) -> dict:
@@ -246,8 +301,11 @@ def parse_config(text: str) -> tuple[str, dict]:
     return framework, opts
 
 
-def run_one(config: str, model: str, steps: int, warmup: int, timeout: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", config, "--models", model,
+def run_one(
+    config: str, model: str, steps: int, warmup: int, timeout: int, torch_python: str = ""
+) -> dict:
+    python = torch_python if torch_python and config.startswith("torch") else sys.executable
+    cmd = [python, __file__, "--worker", config, "--models", model,
            "--steps", str(steps), "--warmup", str(warmup)]  # fmt: skip
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
     t0 = time.perf_counter()
@@ -278,6 +336,12 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (incl. compile)")
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--jsonl", help="append every raw result to this file")
+    p.add_argument(
+        "--torch_python",
+        default="",
+        help="interpreter for the torch configs (default: this one); e.g. "
+        ".venv-torch-peer/bin/python made by experiments/cpu_speed/setup_torch_peer.sh",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -303,7 +367,9 @@ def main(argv=None) -> int:
     for r in range(args.rounds):
         for model in models:
             for config in configs:
-                res = run_one(config, model, args.steps, args.warmup, args.timeout)
+                res = run_one(
+                    config, model, args.steps, args.warmup, args.timeout, args.torch_python
+                )
                 batch = int({**DEFAULTS[model], **parse_config(config)[1]}["batch"])
                 if "error" in res:
                     print(f"round {r} {model:12s} {config:40s} ERROR {res['error']}", flush=True)
