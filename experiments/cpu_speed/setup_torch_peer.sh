@@ -15,7 +15,7 @@ if ls /opt/wheels/torch-2.13.0* >/dev/null 2>&1; then
 else
   torch_src=(--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple)
 fi
-"$venv/bin/pip" install --quiet "${torch_src[@]}" "torch==2.13.0" numpy
+"$venv/bin/pip" install --quiet "${torch_src[@]}" "torch==2.13.0" numpy pillow  # torchvision imports PIL
 "$venv/bin/pip" install --quiet --no-deps "torchvision==0.28.0"
 "$venv/bin/python" - <<'PY'
 import sys
