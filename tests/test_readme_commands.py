@@ -120,3 +120,17 @@ def test_console_scripts_the_docs_use_are_installed(script):
     used = any(f"uv run {script}" in (REPO / doc).read_text() for doc in UV_RUN_DOCS)
     assert used, f"the docs no longer use {script}: drop it from CONSOLE_SCRIPTS"
     assert (pathlib.Path(sys.executable).parent / script).is_file()
+
+
+def test_readme_pipeline_numbers_are_the_committed_outputs():
+    """The README quotes experiments/numbers/pipeline.txt (scripts/readme_numbers.sh): after a
+    rerun, this fails until the README carries the new numbers and date."""
+    output = (REPO / "experiments" / "numbers" / "pipeline.txt").read_text()
+    speed = (REPO / "README.md").read_text().split("## Speed", 1)[1].split("\n## ", 1)[0]
+    date = re.search(r"^# date: (\d{4}-\d\d-\d\d)", output, re.M).group(1)
+    assert date in speed
+    rates = re.findall(r"^pipeline_images_per_s=([\d.]+)", output, re.M)
+    per_cpu = re.findall(r"images_per_cpu_s=([\d.]+)", output)
+    assert len(rates) == len(per_cpu) == 3
+    for value in (*rates, *per_cpu):
+        assert f"{round(float(value)):,}" in speed, f"{value} of pipeline.txt not in the README"
