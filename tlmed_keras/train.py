@@ -52,6 +52,8 @@ def main(argv: list[str]) -> None:
     from tlmed_keras import runtime
 
     config = config_from_flags()
+    # TensorFlow's start-up, the data and the model take 10-30 s before the banner: say so.
+    print(f"tlmed_keras.train: {config.model} on {config.data}; starting up...", flush=True)
     runtime.setup(config.backend)
     from tlmed_keras.data.errors import MedMNISTFileError
     from tlmed_keras.models import WeightsUnavailableError

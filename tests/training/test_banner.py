@@ -46,12 +46,14 @@ def test_banner_epoch_lines_next_steps_and_tensorboard(tiny_config, tmp_path, ca
     assert f"run dir     {workdir}" in said
     assert "backend     jax (--backend=jax)" in said
     assert "train 32 / val 16 / test 16" in said
-    assert f"bloodmnist ({info.task}), 8 classes: {info.label_names[0]}" in said
+    assert f"bloodmnist ({info.task}), 8 classes: {info.label_names[0]!r}" in said
     run = load_run(workdir)
     assert f"28 px stored -> {run.preprocess.image_size} px (bilinear)" in said
     counts = {}
     for phase in ("1", "2"):
-        match = re.search(rf"phase {phase} .* trainable ([\d,]+) / frozen ([\d,]+)", said)
+        match = re.search(
+            rf"phase {phase} [^\n]*\n +params trainable ([\d,]+) / frozen ([\d,]+)", said
+        )
         assert match, said
         counts[phase] = [int(g.replace(",", "")) for g in match.groups()]
     total = run.model.count_params()

@@ -20,6 +20,7 @@ import numpy as np
 from tlmed_keras.training.config import Config
 
 MAX_LABELS_SHOWN = 8
+RULE_WIDTH = 88  # the banner's rules; long paths may run past them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,19 +87,27 @@ def device_names() -> list[str]:
 
 
 def _labels(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:MAX_LABELS_SHOWN])
+    shown = ", ".join(repr(str(name)) for name in names[:MAX_LABELS_SHOWN])
     return shown + (f", ... ({len(names) - MAX_LABELS_SHOWN} more)" if len(names) > 8 else "")
 
 
 def _normalisation(norm: dict) -> str:
+    if "scale" not in norm:
+        return ""
     mean = "/".join(f"{m:g}" for m in norm.get("mean", ()))
     std = "/".join(f"{s:g}" for s in norm.get("std", ()))
     bgr = ", BGR" if norm.get("bgr") else ""
-    return f"x/{1 / norm['scale']:g} - mean {mean}, / std {std}{bgr}" if "scale" in norm else ""
+    inverse = 1 / norm["scale"]
+    scale = f"1/{inverse:.0f}" if abs(inverse - round(inverse)) < 1e-6 else f"{norm['scale']:g}"
+    return f", scale {scale}, mean {mean}, std {std}{bgr}"
+
+
+def _epochs(first: int, count: int) -> str:
+    """1-based ``epoch 3`` or ``epochs 4-13`` (global numbering over both phases)."""
+    return f"epoch {first + 1}" if count == 1 else f"epochs {first + 1}-{first + count}"
 
 
 def _phase_line(p: PhaseCounts, config: Config) -> str:
-    last = p.first_epoch + p.epochs
     lr = f"lr {p.lr:g}"
     if p.name == "finetune":
         lr += f" (warm-up {config.warmup_epochs:g} epoch, cosine)"
@@ -106,8 +115,8 @@ def _phase_line(p: PhaseCounts, config: Config) -> str:
     else:
         what = "backbone frozen"
     return (
-        f"phase {p.index}    {p.name:<8} epochs {p.first_epoch + 1}-{last}, {what}, {lr}; "
-        f"params trainable {p.trainable:,} / frozen {p.frozen:,}"
+        f"phase {p.index}     {p.name}: {_epochs(p.first_epoch, p.epochs)}, {what}, {lr}\n"
+        f"            params trainable {p.trainable:,} / frozen {p.frozen:,}"
     )
 
 
@@ -125,32 +134,30 @@ def start_lines(
     inner = norm.get("normalization", {})
     splits = " / ".join(f"{k} {v:,}" for k, v in split_sizes.items())
     lines = [
-        f"run dir     {workdir}  (flags.txt, config.json, history.csv, metrics.json, tb/)",
+        f"run dir     {workdir}",
         f"backend     {backend_reason(config.backend, resolved['backend'])}",
         f"devices     {len(devices)}: {', '.join(devices)}",
         f"data        {config.data} ({resolved['task']}), {len(resolved['label_names'])} "
         f"classes: {_labels(resolved['label_names'])}",
         f"splits      {splits}" + (f"  from {data_file}" if data_file else ""),
         f"input       {config.size} px stored -> {resolved['image_size']} px "
-        f"({norm.get('interpolation', config.interpolation)}), {_normalisation(inner)}",
-        f"model       {config.model}, weights {config.weights}, batch {config.batch_size}, "
-        f"{resolved['steps_per_epoch']} steps/epoch, seed {config.seed}",
+        f"({norm.get('interpolation', config.interpolation)}){_normalisation(inner)}",
+        f"model       {config.model}",
+        f"weights     {config.weights}",
+        f"batches     {config.batch_size} images, {resolved['steps_per_epoch']} steps/epoch, "
+        f"seed {config.seed}",
     ]
-    lines += [_phase_line(p, config) for p in counts]
-    width = max(len(line) for line in lines)
+    lines += [line for p in counts for line in _phase_line(p, config).split("\n")]
     title = " tlmed_keras.train "
-    rule = "=" * ((width - len(title)) // 2)
-    return [f"{rule}{title}{rule}", *lines, "=" * len(f"{rule}{title}{rule}")]
+    rule = "=" * ((min(RULE_WIDTH, max(len(line) for line in lines)) - len(title)) // 2)
+    return [f"{rule}{title}{rule}", *lines, "=" * (2 * len(rule) + len(title))]
 
 
 def phase_start_line(phase, config: Config) -> str:
     """The one line that opens a phase (also the point TensorBoard marks)."""
     what = "new head, backbone frozen" if phase.name == "head" else f"unfreeze {config.unfreeze}"
-    last = phase.first_epoch + phase.epochs
-    return (
-        f"-- phase {phase.index} ({phase.name}): epochs {phase.first_epoch + 1}-{last}, {what}, "
-        f"lr {phase.lr:g} --"
-    )
+    epochs = _epochs(phase.first_epoch, phase.epochs)
+    return f"-- phase {phase.index} ({phase.name}): {epochs}, {what}, lr {phase.lr:g} --"
 
 
 def next_steps(workdir: os.PathLike | str) -> list[str]:
