@@ -160,3 +160,29 @@ def test_saved_model_predicts_like_the_run(tiny_run, tmp_path):
     assert [g.class_id for g in from_export.top] == [g.class_id for g in from_run.top]
     for a, b in zip(from_export.top, from_run.top, strict=True):
         assert a.probability == pytest.approx(b.probability, abs=1e-4)
+
+
+class _Fixed:
+    """A stand-in predictor returning fixed probabilities (what an ensemble member gives)."""
+
+    def __init__(self, spec, probs, source):
+        self.spec, self.probs, self.source = spec, np.asarray(probs, np.float32), source
+
+    def probabilities(self, images):
+        return np.repeat(self.probs[None], len(images), axis=0)
+
+
+def test_several_predictors_average_and_must_share_the_dataset():
+    from tlmed_keras.inference.sources import mean_probabilities
+    from tlmed_keras.serving.signature import serving_spec
+
+    breast = serving_spec(catalog.get_info("breastmnist"))
+    a, b = _Fixed(breast, [0.2, 0.8], "a"), _Fixed(breast, [0.6, 0.4], "b")
+    np.testing.assert_allclose(
+        mean_probabilities([a, b], np.zeros((3, 28, 28, 1))), [[0.4, 0.6]] * 3
+    )
+    retina = _Fixed(serving_spec(catalog.get_info("retinamnist")), [0.2] * 5, "r")
+    with pytest.raises(
+        ValueError, match=r"r predicts retinamnist at 28 px but a predicts breastmnist"
+    ):
+        mean_probabilities([a, retina], np.zeros((1, 28, 28, 1)))
