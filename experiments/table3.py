@@ -111,6 +111,9 @@ def flagfiles() -> dict[pathlib.Path, str]:
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help", "--helpfull"} & set(argv):  # help must not (re)write any file
+        print(__doc__)
+        return 0
     check = "--check" in argv
     stale = []
     for path, text in flagfiles().items():

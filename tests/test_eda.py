@@ -261,3 +261,22 @@ def test_cli_unknown_dataset_is_a_clear_error(tmp_path):
     )
     assert result.returncode != 0
     assert "Unknown MedMNIST dataset 'nosuchmnist'" in result.stderr
+
+
+def test_ordinal_grades_get_an_ordered_colour_ramp():
+    retina = catalog.get_info("retinamnist")
+    view = class_view(np.arange(5)[:, None], retina)
+    assert (
+        view.ordered
+        and not class_view(np.zeros((3, 1), int), catalog.get_info("bloodmnist")).ordered
+    )
+    ramp = np.array(style.colours(5, view.ordered))[:, :3]
+    luminance = ramp @ np.array([0.299, 0.587, 0.114])
+    assert np.all(np.diff(luminance) < 0)  # grade 0 lightest, grade 4 darkest
+
+
+def test_eda_out_defaults_to_a_named_folder():
+    from tlmed_keras.eda import default_out
+
+    assert default_out("BloodMNIST", 64, "train") == "eda/bloodmnist_64"
+    assert default_out("bloodmnist", 28, "test") == "eda/bloodmnist_28_test"

@@ -1,6 +1,6 @@
 """Exploratory figures of one MedMNIST 2D split, with an index of what they show.
 
-    python -m tlmed_keras.eda --data=bloodmnist --out=eda/bloodmnist
+    python -m tlmed_keras.eda --data=bloodmnist            # writes eda/bloodmnist_28/
     python -m tlmed_keras.eda --data=breastmnist --data_dir=../shared/data/medmnist --out=/tmp/b
 
 Writes class counts, PCA and t-SNE scatter plots (2D and 3D), the mean image, pixel-intensity
@@ -11,13 +11,14 @@ Uses numpy, scikit-learn and matplotlib only: no Keras or TensorFlow is imported
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags
 
 flags.DEFINE_string("data", None, "MedMNIST 2D dataset name, e.g. bloodmnist.", required=True)
 flags.DEFINE_string(
-    "out", None, "Output folder for the PNGs, index.md and eda.json.", required=True
+    "out", None, "Output folder for the PNGs, index.md and eda.json; default: eda/<data>_<size>."
 )
 flags.DEFINE_enum("split", "train", ["train", "val", "test"], "Split to describe.")
 flags.DEFINE_integer("size", 28, "Image size of the MedMNIST file (28, 64, 128 or 224).")
@@ -36,6 +37,12 @@ FLAGS = flags.FLAGS
 
 def _fail(error: Exception) -> None:
     sys.exit(f"tlmed_keras.eda: error: {error}")
+
+
+def default_out(data: str, size: int, split: str) -> str:
+    """``eda/<data>_<size>`` (``_<split>`` added for val/test): beside ``runs/``, git-ignored."""
+    name = f"{data.lower()}_{size}" + ("" if split == "train" else f"_{split}")
+    return os.path.join("eda", name)
 
 
 def _load_split():
@@ -66,8 +73,10 @@ def main(argv: list[str]) -> None:
         threads=FLAGS.threads or None,
         seed=FLAGS.seed,
     )
+    out = FLAGS.out or default_out(FLAGS.data, FLAGS.size, FLAGS.split)
+    print(f"Writing the {FLAGS.split} split's figures to {out}/")
     try:
-        index = write_eda(images, labels, info, FLAGS.out, options)
+        index = write_eda(images, labels, info, out, options)
     except (ValueError, OSError) as e:
         _fail(e)
     print(f"Wrote {index}")

@@ -10,7 +10,7 @@ images of ``--split`` before it is moved into place. See docs/serving.md.
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from tlmed_keras import runtime
 
@@ -44,6 +44,10 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     F = flags.FLAGS
+    if not F["verbosity"].present:
+        # TF's SavedModel writer logs "Assets written to ..." etc. at INFO through absl; the
+        # summary printed below says the same. --verbosity=0 brings them back.
+        logging.set_verbosity(logging.WARNING)
     runtime.setup(F.backend)
 
     from tlmed_keras.reporting.split import load_split

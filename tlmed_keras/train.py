@@ -26,6 +26,14 @@ _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFI
 for _name, _default, _help in fields_help():
     _DEFINE.get(type(_default), flags.DEFINE_string)(_name, _default, _help)
 flags.DEFINE_string("workdir", "", "Run directory; empty = runs/<data>_<size>/<model>/seed<seed>/.")
+# Output only, so not a Config field: changing it never makes a run "other flags" to resume.
+flags.DEFINE_enum(
+    "verbose",
+    "auto",
+    ["auto", "0", "1", "2"],
+    "Per-epoch output: 0 none (banner and result only), 1 Keras' progress bar, 2 one line per "
+    "epoch; auto = 1 on a terminal, 2 when stdout is a file or pipe.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -44,13 +52,16 @@ def main(argv: list[str]) -> None:
     from tlmed_keras import runtime
 
     config = config_from_flags()
+    # TensorFlow's start-up, the data and the model take 10-30 s before the banner: say so.
+    print(f"tlmed_keras.train: {config.model} on {config.data}; starting up...", flush=True)
     runtime.setup(config.backend)
     from tlmed_keras.data.errors import MedMNISTFileError
     from tlmed_keras.models import WeightsUnavailableError
     from tlmed_keras.training.trainer import train_and_evaluate
 
     try:
-        train_and_evaluate(config, FLAGS.workdir or default_workdir(config))
+        verbose = None if FLAGS.verbose == "auto" else int(FLAGS.verbose)
+        train_and_evaluate(config, FLAGS.workdir or default_workdir(config), verbose=verbose)
     except (
         ValueError,
         FloatingPointError,

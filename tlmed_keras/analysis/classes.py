@@ -41,6 +41,7 @@ class ClassView:
     members: np.ndarray
     colour_names: tuple[str, ...]
     colour: np.ndarray
+    ordered: bool = False  # ordinal grades: drawn with a sequential colour map
 
     @property
     def counts(self) -> np.ndarray:
@@ -117,7 +118,8 @@ def class_view(labels: np.ndarray, info: DatasetInfo) -> ClassView:
         index = labels[:, 0]
         members = index[None, :] == np.arange(info.num_classes)[:, None]
         unique = _unique(names)
-        return ClassView(unique, info.label_names, members, unique, index)
+        ordered = info.task == "ordinal-regression"
+        return ClassView(unique, info.label_names, members, unique, index, ordered)
     positive = labels.astype(bool)
     none = ~positive.any(axis=1)
     members = np.concatenate([positive.T, none[None, :]], axis=0)

@@ -127,7 +127,7 @@ def scatter(
     groups = view.colour[projection.indices]
     size = 20 if len(groups) < 1000 else 6
     for g, (name, colour) in enumerate(
-        zip(view.colour_names, style.colours(len(view.colour_names)), strict=True)
+        zip(view.colour_names, style.colours(len(view.colour_names), view.ordered), strict=True)
     ):
         pts = projection.points[groups == g, :dims]
         ax.scatter(*pts.T, s=size, color=colour, alpha=0.7, label=f"{name} ({len(pts)})")

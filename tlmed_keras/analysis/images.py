@@ -20,7 +20,7 @@ def class_counts(view: ClassView, title: str, path: pathlib.Path) -> pathlib.Pat
     imbalance ratio (largest / smallest) in the title."""
     fig, ax = style.new_figure()
     counts = view.counts
-    palette = style.colours(len(counts))
+    palette = style.colours(len(counts), view.ordered)
     bars = ax.bar(range(len(counts)), counts, color=palette)
     for bar, name in zip(bars, view.names, strict=True):
         bar.set_label(name)
@@ -95,7 +95,7 @@ def histogram_figure(
     """One panel per channel, one step line per class, pixel value on x, fraction on a log y."""
     channels = hist.shape[1]
     fig, axes = style.new_grid(channels, 1, sharex=True)
-    palette = style.colours(len(view.names))
+    palette = style.colours(len(view.names), view.ordered)
     for c, ax in enumerate(axes[:, 0]):
         for k, name in enumerate(view.names):
             ax.stairs(hist[k, c], np.arange(257), baseline=None, color=palette[k], label=name)
@@ -144,6 +144,5 @@ def montage_figure(
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_xlabel(f"{len(indices)} random examples, {cols} per row")
-    ax.set_ylabel("row")
     ax.set_title(title)
     return style.save(fig, path)

@@ -96,6 +96,7 @@ class _Writer:
         self.options = options
         self.figures: list[Figure] = []
         self.numbers: dict = {}
+        self.where = f"{info.name} ({options.split}, {info.size}px)"
         self.heading = f"{info.name} ({options.split}, {info.size}px, {len(images)} images)"
 
     def counts(self) -> None:
@@ -124,7 +125,7 @@ class _Writer:
         }
         what = f"on {self._sample_text(sample)}"
         for dims in (2, 3):
-            title = f"PCA {dims}D: {self.heading}\n{what}"
+            title = f"PCA {dims}D: {self.where}\nfitted {what}"
             path = embedding.scatter(proj, self.view, dims, title, self.out / f"pca_{dims}d.png")
             shown = ratio[:dims]
             self._add(
@@ -152,7 +153,7 @@ class _Writer:
             proj,
             self.view,
             dims,
-            f"t-SNE {dims}D: {self.heading}\n{what}",
+            f"t-SNE {dims}D: {self.where}\n{what}",
             self.out / f"tsne_{dims}d.png",
         )
         self._add(
@@ -191,8 +192,11 @@ class _Writer:
             chosen = image_figs.montage_indices(self.view, k, self.options.seed)
             file = f"montage_{k:02d}_{_slug(name)}.png"
             full = self.view.full_names[k]
-            detail = f"\n{full}" if full != name else ""
-            title = f"Examples of {name}: {self.heading}{detail}"
+            # The full name as a second line only when the short one hides it ("grade 0" shows
+            # the "0" already; "immature gran." does not show "immature granulocytes").
+            detail = f"\n{full}" if full not in name else ""
+            count = f"{self.view.counts[k]} of {len(self.images)} images"
+            title = f"Examples of {name}: {self.where}, {count}{detail}"
             path = image_figs.montage_figure(self.images, chosen, title, self.out / file)
             self._add(
                 path,

@@ -30,8 +30,13 @@ def new_grid(rows: int, cols: int, **kwargs) -> tuple[Figure, np.ndarray]:
     return fig, axes
 
 
-def colours(n: int) -> list:
-    """``n`` distinguishable colours (tab10 up to 10, tab20 up to 20, then a colormap)."""
+def colours(n: int, ordered: bool = False) -> list:
+    """``n`` colours: for ``ordered`` groups (ordinal grades) steps of a sequential map, light
+    to dark, so the order shows; else distinguishable ones (tab10 up to 10, tab20 up to 20,
+    then a colormap)."""
+    if ordered:
+        # viridis without its palest yellow end, which vanishes on white.
+        return [plt.get_cmap("viridis")(x) for x in np.linspace(0.85, 0.0, n)]
     if n <= 10:
         return list(plt.get_cmap("tab10").colors[:n])
     if n <= 20:

@@ -59,7 +59,11 @@ class Config:
     weight_decay: float = _field(1e-4, "Decoupled weight decay (all optimizers).")
     momentum: float = _field(0.9, "SGD momentum (sgd only).")
     label_smoothing: float = _field(0.0, "Label smoothing of the cross-entropy, in [0, 1).")
-    augment: str = _field("none", "Training augmentation of the data pipeline: none, basic, ...")
+    augment: str = _field(
+        "none",
+        "Training augmentation of the data pipeline: none; flip (horizontal flips); basic "
+        "(flips, rotation +-10 degrees, zoom +-10 %, contrast +-10 %).",
+    )
     class_weight: str = _field("none", "none or balanced (weights inverse to class frequency).")
     patience: int = _field(0, "Early stopping: epochs without val AUC gain per phase; 0 = off.")
     dropout: float = _field(0.0, "Dropout before the classifier head, in [0, 1).")

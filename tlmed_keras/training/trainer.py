@@ -17,6 +17,7 @@ import dataclasses
 import importlib
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,9 +28,9 @@ import numpy as np
 from tlmed_keras import runtime
 from tlmed_keras.data import catalog
 from tlmed_keras.data.preprocess import Preprocess
+from tlmed_keras.training import banner, keras_metrics, losses, rundir, schedule, tb_meta
 from tlmed_keras.training import callbacks as cb
 from tlmed_keras.training import config as cfg
-from tlmed_keras.training import keras_metrics, losses, rundir, schedule
 from tlmed_keras.training import metrics as mm
 from tlmed_keras.training.config import Config
 
@@ -295,9 +296,16 @@ def _history_row(phase: schedule.Phase, epoch: int, logs: dict, seconds: float) 
     return row
 
 
-def _run_phase(phase, config, s, model, backbone, registry, run, state, writer, total, say, hook):
+def _run_phase(
+    phase, config, s, model, backbone, registry, run, state, writer, total, say, hook, verbose=2
+):
     """Runs the remaining epochs of ``phase``; updates and checkpoints ``state`` per epoch."""
     optimizer = _compile(model, backbone, config, phase, s, registry)
+    if max(state.epoch, phase.first_epoch) == phase.first_epoch:  # the phase starts now
+        line = banner.phase_start_line(phase, config)
+        tb_meta.mark_phase(writer.writers["train"], phase, line)
+        if verbose:
+            say(line)
     if state.checkpoint and state.phase == phase.name:
         saved = run.load_arrays(state.checkpoint)
         _assign(optimizer.variables, saved["optimizer"], "optimizer")
@@ -310,13 +318,14 @@ def _run_phase(phase, config, s, model, backbone, registry, run, state, writer, 
         lambda m: predict_logits(m, val_images, val_labels, s), y_val, s.info.task, s.val_loss
     )
     label = f"phase {phase.index} {phase.name}"
+    # --verbose: 1 = Keras' bar (its last update holds the epoch's metrics), 2 = our line.
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         validation,
         cb.LearningRateLogger(),
-        cb.PhaseProgbar(total),
+        *([cb.PhaseProgbar(total)] if verbose == 1 else []),
         writer,
-        cb.EpochSummary(label, total, printer=say),
+        *([cb.EpochSummary(label, total, printer=say)] if verbose == 2 else []),
     ]
     end = phase.first_epoch + phase.epochs
     # A phase starts at its first epoch even when the one before stopped early.
@@ -330,7 +339,7 @@ def _run_phase(phase, config, s, model, backbone, registry, run, state, writer, 
             steps_per_epoch=s.steps,
             callbacks=callbacks,
             shuffle=False,  # the pipeline shuffles, seeded per epoch
-            verbose=1,
+            verbose=1 if verbose == 1 else 0,
         )
         logs = {k: v[-1] for k, v in history.history.items()}
         if not _finite(logs.get("loss")):
@@ -410,6 +419,7 @@ def train_and_evaluate(
     registry: Any = None,
     say: Callable[..., None] = print,
     epoch_end_hook: Callable[[int, schedule.Phase, keras.Model], None] | None = None,
+    verbose: int | None = None,
 ) -> dict[str, Any]:
     """Fine-tunes ``config.model`` on ``config.data`` and writes the run directory.
 
@@ -421,6 +431,8 @@ def train_and_evaluate(
         say: where one-line messages go.
         epoch_end_hook: called as ``hook(epochs_done, phase, model)`` after each epoch's
             checkpoint is on disk (tests snapshot weights or simulate a kill there).
+        verbose: 0 no per-epoch output, 1 Keras' progress bar, 2 one line per epoch; None:
+            1 when stdout is a terminal, else 2 (``banner.verbose_mode``).
 
     Returns:
         The metrics.json dict.
@@ -431,6 +443,7 @@ def train_and_evaluate(
         FloatingPointError: the training loss became NaN (names the phase and epoch).
     """
     registry = registry or default_registry()
+    verbose = banner.verbose_mode(verbose, sys.stdout.isatty())
     spec, info = _prepare(config, registry)
     run = rundir.RunDir(workdir)
     if run.has_config():
@@ -441,6 +454,8 @@ def train_and_evaluate(
                 f"{workdir} holds a finished run with these flags; not retraining. "
                 f"test ACC {metrics['test']['acc']:.4f} AUC {metrics['test']['auc']:.4f}."
             )
+            for line in banner.next_steps(workdir):
+                say(line)
             return metrics
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
@@ -468,6 +483,9 @@ def train_and_evaluate(
         phases = schedule.phases(config)
         total = config.head_epochs + config.finetune_epochs
         writer = cb.ScalarWriter(run.tb)
+        _announce(config, workdir, resolved, s, model, backbone, registry, phases, say)
+        if state.epoch == 0:
+            tb_meta.write_run_summary(run.tb, config, resolved)
         try:
             for phase in phases:
                 if phase.name in state.stopped or state.epoch >= phase.first_epoch + phase.epochs:
@@ -485,6 +503,7 @@ def train_and_evaluate(
                     total,
                     say,
                     epoch_end_hook,
+                    verbose,
                 )
         finally:
             writer.close()
@@ -494,7 +513,21 @@ def train_and_evaluate(
         f"Done: best val AUC {metrics['val']['auc']:.4f} (epoch {state.best_epoch}); "
         f"test ACC {metrics['test']['acc']:.4f} AUC {metrics['test']['auc']:.4f}. -> {workdir}"
     )
+    for line in banner.next_steps(workdir):
+        say(line)
     return metrics
+
+
+def _announce(config, workdir, resolved, s, model, backbone, registry, phases, say) -> None:
+    """Prints the banner (``training.banner``) before the first epoch."""
+    counts = banner.phase_counts(
+        model, phases, lambda phase: _set_trainable(backbone, config, phase, registry)
+    )
+    sizes = s.splits.sizes()
+    source = getattr(s.splits, "path", None)
+    devices = banner.device_names()
+    for line in banner.start_lines(config, workdir, resolved, sizes, source, counts, devices):
+        say(line)
 
 
 def _finish(config, s, final, state, run, resolved, started) -> dict[str, Any]:
