@@ -19,21 +19,19 @@ import keras
 import numpy as np
 
 from tlmed_keras.models._arch import check_rgb_input_shape, has_layer
-from tlmed_keras.models.converters.huggingface import (
-    StateDictConsumer,
+from tlmed_keras.models.converters.state_dict import (
+    READABLE_SUFFIXES,
     StateDictMismatchError,
-    conv_kernel,
-    dense_kernel,
     read_state_dict,
 )
+from tlmed_keras.models.converters.torchvision import assign_state_dict
+from tlmed_keras.models.spec import ModelSpec, checkpoint_builder, register
 
 INPUT_SIZE = 224  # torchvision's; the original study used 227 and any size >= 63 works.
 MIN_INPUT_SIZE = 63  # smallest input whose last max-pool still sees a 3x3 window
-NORMALIZATION = "torch"
 WEIGHTS_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 FEATURE_DIM = 4096
 NUM_BLOCKS = 7  # len(blocks(backbone)) without the top: five convolutions, two FC layers
-CHECKPOINT_FORMATS = (".pth", ".pt", ".safetensors")
 POOLED_SIZE = 6  # torchvision's AdaptiveAvgPool2d((6, 6))
 
 # (Keras layer / torchvision module index, filters, kernel, stride, torch padding)
@@ -179,22 +177,13 @@ def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarra
     Raises:
         StateDictMismatchError: naming the first missing/unexpected key or mis-shaped array.
     """
-    consumer = StateDictConsumer(state_dict, "torchvision AlexNet")
-    for name, *_ in _CONVS:
-        _assign(consumer, model.get_layer(name), name, conv_kernel)
-    _assign(consumer, model.get_layer("classifier_1"), "classifier_1", _first_fc_kernel)
-    _assign(consumer, model.get_layer("classifier_4"), "classifier_4", dense_kernel)
-    if has_layer(model, _TOP_DENSE):
-        _assign(consumer, model.get_layer(_TOP_DENSE), _TOP_DENSE, dense_kernel)
-    else:
-        consumer.ignore([r"^classifier\.6\."])
-    consumer.finish()
-
-
-def _assign(consumer: StateDictConsumer, layer, name: str, kernel_layout) -> None:
-    torch_name = name.replace("_", ".")
-    consumer.assign(f"{torch_name}.weight", layer.kernel, kernel_layout)
-    consumer.assign(f"{torch_name}.bias", layer.bias)
+    assign_state_dict(
+        model,
+        state_dict,
+        source="torchvision AlexNet",
+        ignore_prefixes=() if has_layer(model, _TOP_DENSE) else ("classifier.6.",),
+        kernel_layouts={"classifier_1": _first_fc_kernel},
+    )
 
 
 def _first_fc_kernel(weight: np.ndarray) -> np.ndarray:
@@ -208,3 +197,18 @@ def _first_fc_kernel(weight: np.ndarray) -> np.ndarray:
     channels = in_features // (POOLED_SIZE * POOLED_SIZE)
     weight = weight.reshape(out_features, channels, POOLED_SIZE, POOLED_SIZE)
     return weight.transpose(2, 3, 1, 0).reshape(in_features, out_features)
+
+
+SPEC = ModelSpec(
+    name="alexnet",
+    family="tlmed_keras",
+    input_size=INPUT_SIZE,
+    min_input_size=MIN_INPUT_SIZE,
+    normalization="torch",
+    weights_source=WEIGHTS_URL,
+    num_blocks=NUM_BLOCKS,
+    build=checkpoint_builder("alexnet", WEIGHTS_URL, build_backbone),
+    blocks=blocks,
+    checkpoint_formats=READABLE_SUFFIXES,
+)
+register(SPEC)
