@@ -25,6 +25,7 @@ REQUIRED = (
     "resnet34",
     "vit_b16",
     "mobilenet_v2_torchvision",
+    "efficientnet_b0",
 )
 SMALL = "mobilenet_v2_torchvision"  # cheapest real backbone for behaviour checks
 
