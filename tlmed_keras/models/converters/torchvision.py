@@ -56,7 +56,8 @@ def layer_plan(layer: keras.layers.Layer, kernel_layout: Layout | None = None) -
         ]
     if isinstance(layer, keras.layers.LayerNormalization):
         return [(layer.gamma, "weight", identity), (layer.beta, "bias", identity)]
-    plan = [(layer.kernel, "weight", kernel_layout or _kernel_layout(layer))]
+    default_layout = _kernel_layout(layer)  # refuses unmapped layer types first
+    plan = [(layer.kernel, "weight", kernel_layout or default_layout)]
     if getattr(layer, "use_bias", False):
         plan.append((layer.bias, "bias", identity))
     return plan
