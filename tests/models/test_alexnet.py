@@ -81,7 +81,7 @@ def test_blocks_cover_every_trainable_weight(variant, request):
     in_blocks = {id(w) for block in alexnet.blocks(model) for layer in block for w in layer.weights}
     assert in_blocks == {id(w) for w in model.trainable_weights}
     last = "classifier_6" if variant == "classifier" else "classifier_4"
-    assert len(alexnet.blocks(model)) == alexnet.NUM_BLOCKS + (variant == "classifier")
+    assert len(alexnet.blocks(model)) == alexnet.SPEC.num_blocks + (variant == "classifier")
     assert alexnet.blocks(model)[-1][0].name == last
 
 

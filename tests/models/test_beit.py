@@ -88,7 +88,7 @@ def test_base_configuration_matches_the_checkpoint():
     assert (beit.CONFIG.hidden_size, beit.CONFIG.num_layers, beit.CONFIG.num_heads) == (768, 12, 12)
     assert beit.CONFIG.patch_size == 16 and beit.CONFIG.layer_norm_eps == 1e-12
     assert beit.NORMALIZATION == "half"
-    assert beit.NUM_BLOCKS == 13  # patch embedding + 12 layers, as blocks() groups them
+    assert beit.SPEC.num_blocks == 13  # patch embedding + 12 layers, as blocks() groups them
 
 
 @pytest.mark.parametrize("include_top", [False, True])

@@ -94,7 +94,7 @@ def test_classifier_has_torchvision_parameter_count(torch_ref):
 def test_blocks_cover_every_trainable_weight(include_top):
     model = squeezenet.build_backbone((SMALL, SMALL, 3), include_top=include_top)
     groups = squeezenet.blocks(model)
-    assert len(groups) == squeezenet.NUM_BLOCKS + include_top  # stem, 8 Fire modules, top
+    assert len(groups) == squeezenet.SPEC.num_blocks + include_top  # stem, 8 Fire modules, top
     in_blocks = {id(w) for block in groups for layer in block for w in layer.weights}
     assert in_blocks == {id(w) for w in model.trainable_weights}
 

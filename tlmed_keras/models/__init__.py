@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_REGISTRY_API = (
+REGISTRY_API = (
     "ModelSpec",
     "WeightsUnavailableError",
     "build_backbone",
@@ -22,10 +22,10 @@ _REGISTRY_API = (
     "set_trainable",
 )
 
-__all__ = list(_REGISTRY_API)
+__all__ = list(REGISTRY_API)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _REGISTRY_API:
+    if name in REGISTRY_API:
         return getattr(importlib.import_module(".registry", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

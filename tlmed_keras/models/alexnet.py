@@ -27,11 +27,10 @@ from tlmed_keras.models.converters.state_dict import (
 from tlmed_keras.models.converters.torchvision import assign_state_dict
 from tlmed_keras.models.spec import ModelSpec, checkpoint_builder, register
 
-INPUT_SIZE = 224  # torchvision's; the original study used 227 and any size >= 63 works.
+INPUT_SIZE = 224
 MIN_INPUT_SIZE = 63  # smallest input whose last max-pool still sees a 3x3 window
 WEIGHTS_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 FEATURE_DIM = 4096
-NUM_BLOCKS = 7  # len(blocks(backbone)) without the top: five convolutions, two FC layers
 POOLED_SIZE = 6  # torchvision's AdaptiveAvgPool2d((6, 6))
 
 # (Keras layer / torchvision module index, filters, kernel, stride, torch padding)
@@ -101,7 +100,7 @@ def build_backbone(
     weights: str | os.PathLike | None = None,
     include_top: bool = False,
     num_classes: int = 1000,
-    dropout: float = 0.5,
+    dropout: float = 0.5,  # torchvision's, in front of both hidden FC layers
 ) -> keras.Model:
     """Builds torchvision's AlexNet.
 
@@ -113,10 +112,12 @@ def build_backbone(
         dropout: rate of the two dropouts in front of the FC layers (torchvision: 0.5).
 
     Returns:
-        A functional ``keras.Model`` named "alexnet".
+        A functional ``keras.Model`` named "alexnet": logits with ``include_top``, else the
+        4096-d features.
 
     Raises:
-        ValueError: the input is too small or not 3-channel.
+        ValueError: the input is under ``MIN_INPUT_SIZE`` (63 px, where the last max-pool
+            still sees a 3x3 window) or not 3-channel.
         StateDictMismatchError: the weights do not fit.
     """
     check_rgb_input_shape(input_shape, "AlexNet", MIN_INPUT_SIZE, INPUT_SIZE)
@@ -168,21 +169,13 @@ def blocks(backbone: keras.Model) -> list[list[keras.layers.Layer]]:
 def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarray]) -> None:
     """Copies torchvision AlexNet weights (``features.0.weight``, ...) into ``model``.
 
-    Without a top layer, ``classifier.6.*`` is skipped (the ImageNet classes are not needed).
-
-    Args:
-        model: a model from ``build_backbone``.
-        state_dict: torchvision key names to arrays.
-
-    Raises:
-        StateDictMismatchError: naming the first missing/unexpected key or mis-shaped array.
+    ``classifier.6`` (the ImageNet classes) is skipped when ``model`` has no top; a
+    ``StateDictMismatchError`` names the first missing, unexpected or mis-shaped key.
     """
+    # classifier.1 reads torch's flatten of [C, 6, 6]: its kernel needs its own reordering.
+    layouts = {"classifier_1": _first_fc_kernel}
     assign_state_dict(
-        model,
-        state_dict,
-        source="torchvision AlexNet",
-        ignore_prefixes=() if has_layer(model, _TOP_DENSE) else ("classifier.6.",),
-        kernel_layouts={"classifier_1": _first_fc_kernel},
+        model, state_dict, source="torchvision AlexNet", top=_TOP_DENSE, kernel_layouts=layouts
     )
 
 
@@ -202,11 +195,11 @@ def _first_fc_kernel(weight: np.ndarray) -> np.ndarray:
 SPEC = ModelSpec(
     name="alexnet",
     family="tlmed_keras",
-    input_size=INPUT_SIZE,
+    input_size=INPUT_SIZE,  # torchvision's; the original study used 227
     min_input_size=MIN_INPUT_SIZE,
     normalization="torch",
     weights_source=WEIGHTS_URL,
-    num_blocks=NUM_BLOCKS,
+    num_blocks=7,  # len(blocks(backbone)) without the top: five convolutions, two FC layers
     build=checkpoint_builder("alexnet", WEIGHTS_URL, build_backbone),
     blocks=blocks,
     checkpoint_formats=READABLE_SUFFIXES,

@@ -67,7 +67,6 @@ class BeitConfig:
 
 CONFIG = BeitConfig()
 MIN_INPUT_SIZE = CONFIG.patch_size  # one patch; sides must be multiples of it
-NUM_BLOCKS = CONFIG.num_layers + 1  # len(blocks(backbone)): patch embedding + each layer
 
 
 def relative_position_index(window_size: tuple[int, int]) -> np.ndarray:
@@ -502,7 +501,7 @@ SPEC = ModelSpec(
     min_input_size=MIN_INPUT_SIZE,
     normalization=NORMALIZATION,
     weights_source=WEIGHTS_URL,
-    num_blocks=NUM_BLOCKS,
+    num_blocks=CONFIG.num_layers + 1,  # len(blocks(backbone)): patch embedding + each layer
     build=checkpoint_builder("beit_base_patch16_224", WEIGHTS_URL, build_backbone),
     blocks=blocks,
     checkpoint_formats=READABLE_SUFFIXES,

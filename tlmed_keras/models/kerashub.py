@@ -121,29 +121,28 @@ register_hub(
     hub=HubModel(
         backbone_class="ResNetBackbone",
         config=dict(_RESNET_COMMON, stackwise_num_blocks=[2, 2, 2, 2]),
-        preset="resnet_18_imagenet",
+        preset="resnet_18_imagenet",  # keras-hub's own ImageNet-1k port
         kind="cnn",
     ),
     input_size=224,
     min_input_size=32,
     normalization="torch",
-    num_blocks=8,
+    num_blocks=8,  # basic blocks: 2 per stage
 )
-# torchvision's ResNet-34 weights, through keras-hub's timm converter.
 register_hub(
     name="resnet34",
     hub=HubModel(
         backbone_class="ResNetBackbone",
         config=dict(_RESNET_COMMON, stackwise_num_blocks=[3, 4, 6, 3]),
+        # torchvision's ResNet-34 weights, through keras-hub's timm converter.
         preset="hf://timm/resnet34.tv_in1k",
         kind="cnn",
     ),
     input_size=224,
     min_input_size=32,
     normalization="torch",
-    num_blocks=16,
+    num_blocks=16,  # basic blocks: 3 + 4 + 6 + 3
 )
-# Google's ViT checkpoints are normalised to [-1, 1]; position embeddings fix 224 px.
 register_hub(
     name="vit_b16",
     hub=HubModel(
@@ -154,9 +153,9 @@ register_hub(
     ),
     input_size=224,
     min_input_size=32,
-    normalization="half",
+    normalization="half",  # Google's ViT checkpoints are normalised to [-1, 1]
     num_blocks=12,
-    pretrained_sizes=(224,),
+    pretrained_sizes=(224,),  # the position embeddings fix 224 px
 )
 # Self-supervised (no ImageNet labels); position embeddings interpolate to any size.
 register_hub(
@@ -176,7 +175,7 @@ register_hub(
         kind="dinov2",
     ),
     input_size=224,
-    min_input_size=28,
+    min_input_size=28,  # two 14-px patches
     normalization="torch",
     num_blocks=12,
 )

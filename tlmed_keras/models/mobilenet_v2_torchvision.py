@@ -16,7 +16,6 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from tlmed_keras.models._arch import has_layer
 from tlmed_keras.models.converters.state_dict import read_state_dict
 from tlmed_keras.models.converters.torchvision import assign_state_dict
 from tlmed_keras.models.spec import ModelSpec, checkpoint_builder, register
@@ -142,12 +141,7 @@ def mobilenet_v2_blocks(backbone: keras.Model) -> list[list[keras.layers.Layer]]
 
 def load_mobilenet_v2(model: keras.Model, state: Mapping[str, np.ndarray]) -> int:
     """Fills a ``mobilenet_v2`` model from a torchvision state dict (head kept if present)."""
-    return assign_state_dict(
-        model,
-        state,
-        source="torchvision MobileNetV2",
-        ignore_prefixes=() if has_layer(model, "classifier_1") else ("classifier.",),
-    )
+    return assign_state_dict(model, state, source="torchvision MobileNetV2", top="classifier_1")
 
 
 def build_backbone(

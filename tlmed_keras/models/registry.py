@@ -23,21 +23,12 @@ import keras
 import numpy as np
 
 from tlmed_keras.data.preprocess import Normalization, get_normalization
+from tlmed_keras.models import REGISTRY_API
 from tlmed_keras.models import spec as spec_module
-from tlmed_keras.models.spec import ModelSpec, WeightsUnavailableError
+from tlmed_keras.models.spec import ModelSpec, WeightsUnavailableError  # noqa: F401 (API)
 
-__all__ = [
-    "ModelSpec",
-    "WeightsUnavailableError",
-    "build_backbone",
-    "build_classifier",
-    "build_imagenet_classifier",
-    "get_spec",
-    "model_names",
-    "normalization_of",
-    "parse_weights",
-    "set_trainable",
-]
+# The package re-exports these lazily (``tlmed_keras.models.__getattr__``).
+__all__ = [*REGISTRY_API, "parse_weights"]
 
 KERAS_WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 import keras
 import numpy as np
 
+from tlmed_keras.models._arch import has_layer
 from tlmed_keras.models.converters.state_dict import (
     Layout,
     StateDictConsumer,
@@ -95,6 +96,7 @@ def assign_state_dict(
     state: Mapping[str, np.ndarray],
     *,
     source: str = "torchvision checkpoint",
+    top: str | None = None,
     ignore_prefixes: tuple[str, ...] = (),
     key_prefix: Callable[[keras.layers.Layer], str] | None = None,
     kernel_layouts: Mapping[str, Layout] | None = None,
@@ -106,6 +108,8 @@ def assign_state_dict(
             mapped to them by ``key_prefix``).
         state: ``{torch key: array}`` as ``state_dict.read_state_dict`` returns.
         source: what the checkpoint is, for error messages.
+        top: Keras name of the ImageNet classifier layer (e.g. "classifier_1"): when ``model``
+            lacks it (a headless backbone), the checkpoint's classifier keys are skipped.
         ignore_prefixes: checkpoint keys the model deliberately lacks (e.g. "classifier."
             for a headless backbone).
         key_prefix: torch module path of a Keras layer (default: its name with "_" -> ".").
@@ -121,6 +125,8 @@ def assign_state_dict(
     """
     key_prefix = key_prefix or torch_path
     kernel_layouts = kernel_layouts or {}
+    if top is not None and not has_layer(model, top):
+        ignore_prefixes = (*ignore_prefixes, top.replace("_", ".") + ".")
     consumer = StateDictConsumer(state, source)
     for layer in weighted_layers(model):
         prefix = key_prefix(layer)
