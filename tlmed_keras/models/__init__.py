@@ -1,5 +1,9 @@
 """Model zoo: ImageNet backbones ready for fine-tuning on MedMNIST.
 
+One file per backbone family (``keras_apps``, ``kerashub``, ``mobilenet_v2_torchvision``,
+``alexnet``, ``squeezenet``, ``beit``, ``efficientnet``): each declares complete ``ModelSpec``s
+and registers them where it builds them (``spec.register``); ``registry`` collects them.
+
 The public API lives in ``registry`` and is re-exported lazily here, so that
 ``python -m tlmed_keras.models`` can parse its flags and pick the Keras backend before
 anything imports Keras.
