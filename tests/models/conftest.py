@@ -1,11 +1,9 @@
-"""Fixtures of the model-zoo tests."""
+"""Fixtures of the model-zoo tests: shared weights and photos, torch-reference helpers."""
 
 from __future__ import annotations
 
-import os
 import pathlib
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,6 +20,14 @@ def mobilenet_pth(shared_dir) -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def imagenet_mobilenet(mobilenet_pth):
+    """The converted torchvision MobileNetV2 with its ImageNet head (built once)."""
+    from tlmed_keras import models
+
+    return models.build_imagenet_classifier("mobilenet_v2_torchvision", weights=mobilenet_pth)
+
+
+@pytest.fixture(scope="session")
 def photo(shared_dir):
     """``photo("chelsea")`` -> uint8 ``[1, 224, 224, 3]`` from ../shared/data/photos."""
 
@@ -32,20 +38,31 @@ def photo(shared_dir):
     return _load
 
 
-def run_python(code: str, env: dict | None = None, timeout: int = 600) -> str:
-    """Runs ``code`` in a fresh interpreter (own Keras backend / KERAS_HOME); returns stdout.
+def _numpy_state_dict(module) -> dict[str, np.ndarray]:
+    return {key: value.detach().numpy() for key, value in module.state_dict().items()}
 
-    Fails the test with stderr's tail when the child fails.
+
+def _random_images(size: int, batch: int = 2) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
+
+
+def _torch_logits(module, images: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        output = module(torch.from_numpy(images.transpose(0, 3, 1, 2)))
+    # Hugging Face models return an output object; torchvision-style modules a tensor.
+    return getattr(output, "logits", output).numpy()
+
+
+@pytest.fixture(scope="session")
+def torch_ref() -> SimpleNamespace:
+    """Helpers to compare a Keras port with its torch reference module.
+
+    ``state_dict(module)``: its parameters as NumPy arrays under torch's keys;
+    ``images(size, batch=2)``: fixed random NHWC float32 images;
+    ``logits(module, images)``: the module's output on them (NCHW in, NumPy out).
     """
-    child_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env=child_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+    return SimpleNamespace(
+        state_dict=_numpy_state_dict, images=_random_images, logits=_torch_logits
     )
-    if done.returncode != 0:
-        pytest.fail(f"child python failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return done.stdout

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tlmed_keras.models import alexnet
-from tlmed_keras.models.converters.huggingface import StateDictMismatchError
+from tlmed_keras.models.converters.state_dict import StateDictMismatchError
 
 SMALL = 63  # alexnet.MIN_INPUT_SIZE: keeps the CPU tests quick
 
@@ -58,21 +58,6 @@ def _torch_alexnet(num_classes: int = 1000):
     return AlexNet().eval()
 
 
-def _state_dict(module) -> dict[str, np.ndarray]:
-    return {key: value.detach().numpy() for key, value in module.state_dict().items()}
-
-
-def _images(size: int, batch: int = 2) -> np.ndarray:
-    return np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
-
-
-def _torch_logits(module, images: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return module(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-
-
 # AlexNet carries 57-61 M parameters even at 63 px: build each variant once per module.
 @pytest.fixture(scope="module")
 def backbone() -> keras.Model:
@@ -84,8 +69,8 @@ def classifier() -> keras.Model:
     return alexnet.build_backbone((SMALL, SMALL, 3), include_top=True)
 
 
-def test_backbone_outputs_4096_features(backbone):
-    features = backbone(_images(SMALL))
+def test_backbone_outputs_4096_features(backbone, torch_ref):
+    features = backbone(torch_ref.images(SMALL))
     assert features.shape == (2, alexnet.FEATURE_DIM)
     assert np.all(np.asarray(features) >= 0)  # after the second FC layer's ReLU
 
@@ -96,7 +81,7 @@ def test_blocks_cover_every_trainable_weight(variant, request):
     in_blocks = {id(w) for block in alexnet.blocks(model) for layer in block for w in layer.weights}
     assert in_blocks == {id(w) for w in model.trainable_weights}
     last = "classifier_6" if variant == "classifier" else "classifier_4"
-    assert len(alexnet.blocks(model)) == alexnet.NUM_BLOCKS + (variant == "classifier")
+    assert len(alexnet.blocks(model)) == alexnet.SPEC.num_blocks + (variant == "classifier")
     assert alexnet.blocks(model)[-1][0].name == last
 
 
@@ -129,34 +114,34 @@ def test_custom_layer_round_trips_through_keras_file(tmp_path):
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)
 
 
-def test_full_model_config_round_trips(classifier):
+def test_full_model_config_round_trips(classifier, torch_ref):
     clone = keras.Model.from_config(classifier.get_config())
     clone.set_weights(classifier.get_weights())
-    x = _images(SMALL, batch=1)
+    x = torch_ref.images(SMALL, batch=1)
     np.testing.assert_allclose(clone(x), classifier(x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.torch
-def test_logits_match_torchvision_layout():
+def test_logits_match_torchvision_layout(torch_ref):
     # At 100 px the last feature map is 2x2: distinct 6x6 bins, so a wrong flatten order
     # (torch's [C, H, W] vs Keras' [H, W, C]) cannot hide.
     size = 100
     reference = _torch_alexnet()
     model = alexnet.build_backbone((size, size, 3), include_top=True)
-    alexnet.load_torch_state_dict(model, _state_dict(reference))
-    images = _images(size)
-    expected = _torch_logits(reference, images)
+    alexnet.load_torch_state_dict(model, torch_ref.state_dict(reference))
+    images = torch_ref.images(size)
+    expected = torch_ref.logits(reference, images)
     # float32 on both sides; the 9216-long dot products differ in summation order only.
     np.testing.assert_allclose(model(images), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.torch
-def test_backbone_loads_pth_file_through_safe_reader(tmp_path):
+def test_backbone_loads_pth_file_through_safe_reader(tmp_path, torch_ref):
     torch = pytest.importorskip("torch", reason="writing a .pth needs PyTorch")
     reference = _torch_alexnet()
     torch.save(reference.state_dict(), tmp_path / "alexnet.pth")
     model = alexnet.build_backbone((SMALL, SMALL, 3), weights=tmp_path / "alexnet.pth")
-    images = _images(SMALL)
+    images = torch_ref.images(SMALL)
     with torch.no_grad():
         x = torch.from_numpy(images.transpose(0, 3, 1, 2))
         pooled = torch.flatten(reference.avgpool(reference.features(x)), 1)
@@ -202,11 +187,11 @@ def test_other_class_count_reports_shape_mismatch(classifier):
 @pytest.mark.slow
 @pytest.mark.torch
 @pytest.mark.parametrize("size", [alexnet.INPUT_SIZE, 227])
-def test_logits_match_torchvision_layout_at_full_size(size):
+def test_logits_match_torchvision_layout_at_full_size(size, torch_ref):
     reference = _torch_alexnet()
     model = alexnet.build_backbone((size, size, 3), include_top=True)
-    alexnet.load_torch_state_dict(model, _state_dict(reference))
-    images = _images(size, batch=1)
+    alexnet.load_torch_state_dict(model, torch_ref.state_dict(reference))
+    images = torch_ref.images(size, batch=1)
     np.testing.assert_allclose(
-        model(images), _torch_logits(reference, images), rtol=1e-4, atol=1e-4
+        model(images), torch_ref.logits(reference, images), rtol=1e-4, atol=1e-4
     )

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from tlmed_keras.models import beit
-from tlmed_keras.models.converters.huggingface import StateDictMismatchError, bilinear_resize
+from tlmed_keras.models.converters.huggingface import bilinear_resize
+from tlmed_keras.models.converters.state_dict import StateDictMismatchError
 
 TINY = beit.BeitConfig(
     patch_size=8, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64
@@ -51,21 +52,6 @@ def _hf_beit(image_size: int = SIZE, num_labels: int = 10):
     return model, config
 
 
-def _state_dict(module) -> dict[str, np.ndarray]:
-    return {key: value.detach().numpy() for key, value in module.state_dict().items()}
-
-
-def _images(size: int, batch: int = 2) -> np.ndarray:
-    return np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
-
-
-def _hf_logits(module, images: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return module(torch.from_numpy(images.transpose(0, 3, 1, 2))).logits.numpy()
-
-
 # transformers 5 names -> the names of transformers 4 and of the files on the Hub.
 _LEGACY_NAMES = (
     (r"\.layers\.(\d+)\.", r".encoder.layer.\1."),
@@ -91,9 +77,9 @@ def _legacy_name(key: str) -> str:
 # ---- without torch ----
 
 
-def test_backbone_outputs_pooled_features():
+def test_backbone_outputs_pooled_features(torch_ref):
     model = beit.build_backbone((SIZE, SIZE, 3), config=TINY)
-    assert model(_images(SIZE)).shape == (2, TINY.hidden_size)
+    assert model(torch_ref.images(SIZE)).shape == (2, TINY.hidden_size)
     table = model.get_layer("layer_0").relative_position_bias_table
     assert tuple(table.shape) == ((2 * 4 - 1) ** 2 + 3, TINY.num_heads)
 
@@ -102,7 +88,7 @@ def test_base_configuration_matches_the_checkpoint():
     assert (beit.CONFIG.hidden_size, beit.CONFIG.num_layers, beit.CONFIG.num_heads) == (768, 12, 12)
     assert beit.CONFIG.patch_size == 16 and beit.CONFIG.layer_norm_eps == 1e-12
     assert beit.NORMALIZATION == "half"
-    assert beit.NUM_BLOCKS == 13  # patch embedding + 12 layers, as blocks() groups them
+    assert beit.SPEC.num_blocks == 13  # patch embedding + 12 layers, as blocks() groups them
 
 
 @pytest.mark.parametrize("include_top", [False, True])
@@ -121,20 +107,20 @@ def test_rejects_sizes_that_are_not_whole_patches():
         beit.build_backbone((32, 32, 1), config=TINY)
 
 
-def test_model_round_trips_through_keras_file(tmp_path):
+def test_model_round_trips_through_keras_file(tmp_path, torch_ref):
     model = beit.build_backbone((SIZE, SIZE, 3), include_top=True, num_classes=3, config=TINY)
     for weight in model.trainable_weights:  # make the zero-initialised tables count
         weight.assign(np.random.default_rng(3).normal(size=weight.shape) * 0.1)
     model.save(tmp_path / "beit.keras")
     loaded = keras.saving.load_model(tmp_path / "beit.keras", safe_mode=True)
-    x = _images(SIZE, batch=1)
+    x = torch_ref.images(SIZE, batch=1)
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-6)
 
 
-def test_drop_path_acts_in_training_only_and_fits():
+def test_drop_path_acts_in_training_only_and_fits(torch_ref):
     config = beit.BeitConfig(**{**TINY.__dict__, "drop_path_rate": 0.9})
     model = beit.build_backbone((SIZE, SIZE, 3), include_top=True, num_classes=2, config=config)
-    x = _images(SIZE, batch=8)
+    x = torch_ref.images(SIZE, batch=8)
     np.testing.assert_allclose(model(x), model(x))
     assert not np.allclose(model(x, training=True), model(x))
     model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(True))
@@ -196,17 +182,19 @@ def test_bilinear_resize_matches_torch_interpolate(grid, size):
 
 @pytest.mark.torch
 @pytest.mark.parametrize("size", [SIZE, 48, 24])  # the checkpoint's window, larger, smaller
-def test_logits_match_transformers(size):
+def test_logits_match_transformers(size, torch_ref):
     reference, _ = _hf_beit()
     model = beit.build_backbone((size, size, 3), include_top=True, num_classes=10, config=TINY)
-    beit.load_hf_state_dict(model, _state_dict(reference))
-    images = _images(size)
+    beit.load_hf_state_dict(model, torch_ref.state_dict(reference))
+    images = torch_ref.images(size)
     # At 48 / 24 px transformers resizes each bias table at run time; we resized at load.
-    np.testing.assert_allclose(model(images), _hf_logits(reference, images), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        model(images), torch_ref.logits(reference, images), atol=1e-4, rtol=0
+    )
 
 
 @pytest.mark.torch
-def test_backbone_features_match_transformers_pooler(tmp_path):
+def test_backbone_features_match_transformers_pooler(tmp_path, torch_ref):
     torch = pytest.importorskip("torch", reason="BEiT parity needs PyTorch")
     from safetensors.torch import save_file
 
@@ -215,14 +203,14 @@ def test_backbone_features_match_transformers_pooler(tmp_path):
     model = beit.build_backbone(
         (SIZE, SIZE, 3), weights=tmp_path / "model.safetensors", config=TINY
     )
-    images = _images(SIZE)
+    images = torch_ref.images(SIZE)
     with torch.no_grad():
         pooled = reference.beit(torch.from_numpy(images.transpose(0, 3, 1, 2))).pooler_output
     np.testing.assert_allclose(model(images), pooled.numpy(), atol=1e-4, rtol=0)
 
 
 @pytest.mark.torch
-def test_hub_layout_safetensors_loads_like_transformers(tmp_path):
+def test_hub_layout_safetensors_loads_like_transformers(tmp_path, torch_ref):
     """A file named as the Hub's model.safetensors is (transformers 4 names, index buffers),
     which transformers 5 itself loads to the same weights, gives the same logits here."""
     torch = pytest.importorskip("torch", reason="BEiT parity needs PyTorch")
@@ -243,21 +231,23 @@ def test_hub_layout_safetensors_loads_like_transformers(tmp_path):
         (SIZE, SIZE, 3), weights=tmp_path / "model.safetensors", include_top=True,
         num_classes=10, config=TINY,
     )  # fmt: skip
-    images = _images(SIZE)
+    images = torch_ref.images(SIZE)
     for key, value in reference.state_dict().items():  # transformers reads these names too
         np.testing.assert_array_equal(reloaded.state_dict()[key].numpy(), value.numpy())
-    np.testing.assert_allclose(model(images), _hf_logits(reference, images), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        model(images), torch_ref.logits(reference, images), atol=1e-4, rtol=0
+    )
 
 
 @pytest.mark.torch
-def test_transformers_module_checkpoint_is_refused_with_the_extra_key():
+def test_transformers_module_checkpoint_is_refused_with_the_extra_key(torch_ref):
     transformers = pytest.importorskip("transformers", reason="needs transformers")
     pytest.importorskip("torch", reason="needs PyTorch")
     reference, config = _hf_beit()
-    state = _state_dict(reference)
+    state = torch_ref.state_dict(reference)
     absolute = config.to_dict() | {"use_absolute_position_embeddings": True}
     variant = transformers.BeitForImageClassification(transformers.BeitConfig(**absolute))
-    state["beit.embeddings.position_embeddings"] = _state_dict(variant)[
+    state["beit.embeddings.position_embeddings"] = torch_ref.state_dict(variant)[
         "beit.embeddings.position_embeddings"
     ]
     model = beit.build_backbone((SIZE, SIZE, 3), include_top=True, num_classes=10, config=TINY)
@@ -268,7 +258,7 @@ def test_transformers_module_checkpoint_is_refused_with_the_extra_key():
 @pytest.mark.slow
 @pytest.mark.torch
 @pytest.mark.parametrize("size", [beit.INPUT_SIZE, 64])
-def test_base_configuration_matches_transformers(size):
+def test_base_configuration_matches_transformers(size, torch_ref):
     """The real beit-base-patch16-224 shape (random weights): 12 heads of 64, 27x27 tables."""
     torch = pytest.importorskip("torch", reason="BEiT parity needs PyTorch")
     transformers = pytest.importorskip("transformers", reason="BEiT parity needs transformers")
@@ -287,6 +277,8 @@ def test_base_configuration_matches_transformers(size):
             if "relative_position_bias_table" in name or "cls_token" in name:
                 param.copy_(torch.randn_like(param) * 0.3)
     model = beit.build_backbone((size, size, 3), include_top=True)
-    beit.load_hf_state_dict(model, _state_dict(reference))
-    images = _images(size, batch=1)
-    np.testing.assert_allclose(model(images), _hf_logits(reference, images), atol=1e-4, rtol=0)
+    beit.load_hf_state_dict(model, torch_ref.state_dict(reference))
+    images = torch_ref.images(size, batch=1)
+    np.testing.assert_allclose(
+        model(images), torch_ref.logits(reference, images), atol=1e-4, rtol=0
+    )

@@ -11,6 +11,7 @@ import pytest
 from tlmed_keras import models
 from tlmed_keras.data.preprocess import NORMALIZATIONS, Normalization
 from tlmed_keras.models import registry
+from tlmed_keras.models.spec import register
 
 REQUIRED = (
     "vgg16",
@@ -25,6 +26,7 @@ REQUIRED = (
     "resnet34",
     "vit_b16",
     "mobilenet_v2_torchvision",
+    "efficientnet_b0",
 )
 SMALL = "mobilenet_v2_torchvision"  # cheapest real backbone for behaviour checks
 
@@ -41,6 +43,11 @@ def test_spec_is_coherent(name):
     assert 1 <= spec.min_input_size <= spec.input_size
     assert isinstance(spec.normalization, Normalization) or spec.normalization in NORMALIZATIONS
     assert spec.num_blocks >= 1 and spec.weights_source
+
+
+def test_a_name_registered_twice_is_refused():
+    with pytest.raises(ValueError, match="'vgg16' is registered twice"):
+        register(models.get_spec("vgg16"))
 
 
 def test_unknown_model_lists_valid_names():

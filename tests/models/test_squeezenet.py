@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tlmed_keras.models import squeezenet
-from tlmed_keras.models.converters.huggingface import StateDictMismatchError
+from tlmed_keras.models.converters.state_dict import StateDictMismatchError
 
 SMALL = 32
 
@@ -78,38 +78,23 @@ def _torch_squeezenet1_1(num_classes: int = 1000):
     return model
 
 
-def _state_dict(module) -> dict[str, np.ndarray]:
-    return {key: value.detach().numpy() for key, value in module.state_dict().items()}
-
-
-def _images(size: int, batch: int = 2) -> np.ndarray:
-    return np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
-
-
-def _torch_forward(module, images: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return module(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-
-
-def test_backbone_outputs_pooled_512_features():
+def test_backbone_outputs_pooled_512_features(torch_ref):
     model = squeezenet.build_backbone((SMALL, SMALL, 3))
-    assert model(_images(SMALL)).shape == (2, squeezenet.FEATURE_DIM)
+    assert model(torch_ref.images(SMALL)).shape == (2, squeezenet.FEATURE_DIM)
     assert model.count_params() == 722_496  # torchvision's 1,235,496 minus the 512->1000 conv
 
 
-def test_classifier_has_torchvision_parameter_count():
+def test_classifier_has_torchvision_parameter_count(torch_ref):
     model = squeezenet.build_backbone((SMALL, SMALL, 3), include_top=True)
     assert model.count_params() == 1_235_496
-    assert model(_images(SMALL)).shape == (2, 1000)
+    assert model(torch_ref.images(SMALL)).shape == (2, 1000)
 
 
 @pytest.mark.parametrize("include_top", [False, True])
 def test_blocks_cover_every_trainable_weight(include_top):
     model = squeezenet.build_backbone((SMALL, SMALL, 3), include_top=include_top)
     groups = squeezenet.blocks(model)
-    assert len(groups) == squeezenet.NUM_BLOCKS + include_top  # stem, 8 Fire modules, top
+    assert len(groups) == squeezenet.SPEC.num_blocks + include_top  # stem, 8 Fire modules, top
     in_blocks = {id(w) for block in groups for layer in block for w in layer.weights}
     assert in_blocks == {id(w) for w in model.trainable_weights}
 
@@ -127,34 +112,34 @@ def test_rejects_too_small_or_grey_input():
         squeezenet.build_backbone((32, 32, 1))
 
 
-def test_model_round_trips_through_keras_file(tmp_path):
+def test_model_round_trips_through_keras_file(tmp_path, torch_ref):
     model = squeezenet.build_backbone((SMALL, SMALL, 3))
     model.save(tmp_path / "squeezenet.keras")
     loaded = keras.saving.load_model(tmp_path / "squeezenet.keras", safe_mode=True)
-    x = _images(SMALL, batch=1)
+    x = torch_ref.images(SMALL, batch=1)
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.torch
 @pytest.mark.parametrize("size", [squeezenet.MIN_INPUT_SIZE, 32, 47])  # odd maps: ceil pads
-def test_logits_match_torchvision_layout(size):
+def test_logits_match_torchvision_layout(size, torch_ref):
     reference = _torch_squeezenet1_1()
     model = squeezenet.build_backbone((size, size, 3), include_top=True)
-    squeezenet.load_torch_state_dict(model, _state_dict(reference))
-    images = _images(size)
-    expected = _torch_forward(reference, images)
+    squeezenet.load_torch_state_dict(model, torch_ref.state_dict(reference))
+    images = torch_ref.images(size)
+    expected = torch_ref.logits(reference, images)
     assert np.count_nonzero(expected) > expected.size // 2
     # float32 on both sides; they differ in summation order only.
     np.testing.assert_allclose(model(images), expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.torch
-def test_backbone_loads_pth_file_through_safe_reader(tmp_path):
+def test_backbone_loads_pth_file_through_safe_reader(tmp_path, torch_ref):
     torch = pytest.importorskip("torch", reason="writing a .pth needs PyTorch")
     reference = _torch_squeezenet1_1()
     torch.save(reference.state_dict(), tmp_path / "squeezenet1_1.pth")
     model = squeezenet.build_backbone((SMALL, SMALL, 3), weights=tmp_path / "squeezenet1_1.pth")
-    images = _images(SMALL)
+    images = torch_ref.images(SMALL)
     with torch.no_grad():
         features = reference.features(torch.from_numpy(images.transpose(0, 3, 1, 2)))
         expected = features.mean(dim=(2, 3)).numpy()
@@ -190,11 +175,11 @@ def test_loading_checks_keys_and_shapes():
 
 @pytest.mark.slow
 @pytest.mark.torch
-def test_logits_match_torchvision_layout_at_full_size():
+def test_logits_match_torchvision_layout_at_full_size(torch_ref):
     reference = _torch_squeezenet1_1()
     size = squeezenet.INPUT_SIZE
     model = squeezenet.build_backbone((size, size, 3), include_top=True)
-    squeezenet.load_torch_state_dict(model, _state_dict(reference))
-    images = _images(size, batch=1)
-    expected = _torch_forward(reference, images)
+    squeezenet.load_torch_state_dict(model, torch_ref.state_dict(reference))
+    images = torch_ref.images(size, batch=1)
+    expected = torch_ref.logits(reference, images)
     np.testing.assert_allclose(model(images), expected, rtol=1e-4, atol=1e-5)

@@ -1,5 +1,9 @@
 """Model zoo: ImageNet backbones ready for fine-tuning on MedMNIST.
 
+One file per backbone family (``keras_apps``, ``kerashub``, ``mobilenet_v2_torchvision``,
+``alexnet``, ``squeezenet``, ``beit``, ``efficientnet``): each declares complete ``ModelSpec``s
+and registers them where it builds them (``spec.register``); ``registry`` collects them.
+
 The public API lives in ``registry`` and is re-exported lazily here, so that
 ``python -m tlmed_keras.models`` can parse its flags and pick the Keras backend before
 anything imports Keras.
@@ -10,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_REGISTRY_API = (
+REGISTRY_API = (
     "ModelSpec",
     "WeightsUnavailableError",
     "build_backbone",
@@ -22,10 +26,10 @@ _REGISTRY_API = (
     "set_trainable",
 )
 
-__all__ = list(_REGISTRY_API)
+__all__ = list(REGISTRY_API)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _REGISTRY_API:
+    if name in REGISTRY_API:
         return getattr(importlib.import_module(".registry", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

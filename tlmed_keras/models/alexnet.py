@@ -19,21 +19,18 @@ import keras
 import numpy as np
 
 from tlmed_keras.models._arch import check_rgb_input_shape, has_layer
-from tlmed_keras.models.converters.huggingface import (
-    StateDictConsumer,
+from tlmed_keras.models.converters.state_dict import (
+    READABLE_SUFFIXES,
     StateDictMismatchError,
-    conv_kernel,
-    dense_kernel,
     read_state_dict,
 )
+from tlmed_keras.models.converters.torchvision import assign_state_dict
+from tlmed_keras.models.spec import ModelSpec, checkpoint_builder, register
 
-INPUT_SIZE = 224  # torchvision's; the original study used 227 and any size >= 63 works.
+INPUT_SIZE = 224
 MIN_INPUT_SIZE = 63  # smallest input whose last max-pool still sees a 3x3 window
-NORMALIZATION = "torch"
 WEIGHTS_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 FEATURE_DIM = 4096
-NUM_BLOCKS = 7  # len(blocks(backbone)) without the top: five convolutions, two FC layers
-CHECKPOINT_FORMATS = (".pth", ".pt", ".safetensors")
 POOLED_SIZE = 6  # torchvision's AdaptiveAvgPool2d((6, 6))
 
 # (Keras layer / torchvision module index, filters, kernel, stride, torch padding)
@@ -103,7 +100,7 @@ def build_backbone(
     weights: str | os.PathLike | None = None,
     include_top: bool = False,
     num_classes: int = 1000,
-    dropout: float = 0.5,
+    dropout: float = 0.5,  # torchvision's, in front of both hidden FC layers
 ) -> keras.Model:
     """Builds torchvision's AlexNet.
 
@@ -115,10 +112,12 @@ def build_backbone(
         dropout: rate of the two dropouts in front of the FC layers (torchvision: 0.5).
 
     Returns:
-        A functional ``keras.Model`` named "alexnet".
+        A functional ``keras.Model`` named "alexnet": logits with ``include_top``, else the
+        4096-d features.
 
     Raises:
-        ValueError: the input is too small or not 3-channel.
+        ValueError: the input is under ``MIN_INPUT_SIZE`` (63 px, where the last max-pool
+            still sees a 3x3 window) or not 3-channel.
         StateDictMismatchError: the weights do not fit.
     """
     check_rgb_input_shape(input_shape, "AlexNet", MIN_INPUT_SIZE, INPUT_SIZE)
@@ -170,31 +169,14 @@ def blocks(backbone: keras.Model) -> list[list[keras.layers.Layer]]:
 def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarray]) -> None:
     """Copies torchvision AlexNet weights (``features.0.weight``, ...) into ``model``.
 
-    Without a top layer, ``classifier.6.*`` is skipped (the ImageNet classes are not needed).
-
-    Args:
-        model: a model from ``build_backbone``.
-        state_dict: torchvision key names to arrays.
-
-    Raises:
-        StateDictMismatchError: naming the first missing/unexpected key or mis-shaped array.
+    ``classifier.6`` (the ImageNet classes) is skipped when ``model`` has no top; a
+    ``StateDictMismatchError`` names the first missing, unexpected or mis-shaped key.
     """
-    consumer = StateDictConsumer(state_dict, "torchvision AlexNet")
-    for name, *_ in _CONVS:
-        _assign(consumer, model.get_layer(name), name, conv_kernel)
-    _assign(consumer, model.get_layer("classifier_1"), "classifier_1", _first_fc_kernel)
-    _assign(consumer, model.get_layer("classifier_4"), "classifier_4", dense_kernel)
-    if has_layer(model, _TOP_DENSE):
-        _assign(consumer, model.get_layer(_TOP_DENSE), _TOP_DENSE, dense_kernel)
-    else:
-        consumer.ignore([r"^classifier\.6\."])
-    consumer.finish()
-
-
-def _assign(consumer: StateDictConsumer, layer, name: str, kernel_layout) -> None:
-    torch_name = name.replace("_", ".")
-    consumer.assign(f"{torch_name}.weight", layer.kernel, kernel_layout)
-    consumer.assign(f"{torch_name}.bias", layer.bias)
+    # classifier.1 reads torch's flatten of [C, 6, 6]: its kernel needs its own reordering.
+    layouts = {"classifier_1": _first_fc_kernel}
+    assign_state_dict(
+        model, state_dict, source="torchvision AlexNet", top=_TOP_DENSE, kernel_layouts=layouts
+    )
 
 
 def _first_fc_kernel(weight: np.ndarray) -> np.ndarray:
@@ -208,3 +190,18 @@ def _first_fc_kernel(weight: np.ndarray) -> np.ndarray:
     channels = in_features // (POOLED_SIZE * POOLED_SIZE)
     weight = weight.reshape(out_features, channels, POOLED_SIZE, POOLED_SIZE)
     return weight.transpose(2, 3, 1, 0).reshape(in_features, out_features)
+
+
+SPEC = ModelSpec(
+    name="alexnet",
+    family="tlmed_keras",
+    input_size=INPUT_SIZE,  # torchvision's; the original study used 227
+    min_input_size=MIN_INPUT_SIZE,
+    normalization="torch",
+    weights_source=WEIGHTS_URL,
+    num_blocks=7,  # len(blocks(backbone)) without the top: five convolutions, two FC layers
+    build=checkpoint_builder("alexnet", WEIGHTS_URL, build_backbone),
+    blocks=blocks,
+    checkpoint_formats=READABLE_SUFFIXES,
+)
+register(SPEC)

@@ -26,15 +26,16 @@ import numpy as np
 from keras import ops
 
 from tlmed_keras.models._arch import has_layer
-from tlmed_keras.models.converters.huggingface import (
+from tlmed_keras.models.converters.huggingface import bilinear_resize, canonical_beit_keys
+from tlmed_keras.models.converters.state_dict import (
+    READABLE_SUFFIXES,
     StateDictConsumer,
     StateDictMismatchError,
-    bilinear_resize,
-    canonical_beit_keys,
     conv_kernel,
     dense_kernel,
     read_state_dict,
 )
+from tlmed_keras.models.spec import ModelSpec, checkpoint_builder, register
 
 INPUT_SIZE = 224
 NORMALIZATION = "half"  # microsoft/beit-base-patch16-224 preprocessor: mean 0.5, std 0.5
@@ -66,8 +67,6 @@ class BeitConfig:
 
 CONFIG = BeitConfig()
 MIN_INPUT_SIZE = CONFIG.patch_size  # one patch; sides must be multiples of it
-NUM_BLOCKS = CONFIG.num_layers + 1  # len(blocks(backbone)): patch embedding + each layer
-CHECKPOINT_FORMATS = (".safetensors", ".bin", ".pth", ".pt")
 
 
 def relative_position_index(window_size: tuple[int, int]) -> np.ndarray:
@@ -493,3 +492,18 @@ def _load_dense(consumer: StateDictConsumer, dense: keras.layers.Dense, prefix: 
 def _load_norm(consumer: StateDictConsumer, norm, prefix: str) -> None:
     consumer.assign(f"{prefix}.weight", norm.gamma)
     consumer.assign(f"{prefix}.bias", norm.beta)
+
+
+SPEC = ModelSpec(
+    name="beit_base_patch16_224",
+    family="tlmed_keras",
+    input_size=INPUT_SIZE,
+    min_input_size=MIN_INPUT_SIZE,
+    normalization=NORMALIZATION,
+    weights_source=WEIGHTS_URL,
+    num_blocks=CONFIG.num_layers + 1,  # len(blocks(backbone)): patch embedding + each layer
+    build=checkpoint_builder("beit_base_patch16_224", WEIGHTS_URL, build_backbone),
+    blocks=blocks,
+    checkpoint_formats=READABLE_SUFFIXES,
+)
+register(SPEC)

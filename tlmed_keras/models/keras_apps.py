@@ -1,8 +1,9 @@
-"""Backbones from keras.applications: builders and their fine-tuning blocks.
+"""The keras.applications family: builders, fine-tuning blocks and their registered specs.
 
-Each entry wraps the application with ``include_top=False, pooling="avg"`` so the backbone
-returns pooled features ``[B, F]``; with ``include_top=True`` it is the full ImageNet
-classifier (softmax probabilities, as keras.applications ships it).
+Each backbone wraps the application with ``include_top=False, pooling="avg"`` so it returns
+pooled features ``[B, F]``; with ``include_top=True`` it is the full ImageNet classifier
+(softmax probabilities, as keras.applications ships it). ``register_app`` declares one; a
+backbone in its own file (``efficientnet.py``) calls it the same way as the table below.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import re
 from collections.abc import Callable
 
 import keras
+
+from tlmed_keras.models.spec import ModelSpec, is_download_failure, register, unavailable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +34,7 @@ class KerasApp:
     block_end: bool = False
 
     def build(self, input_shape, weights: str | None, include_top: bool = False) -> keras.Model:
-        """Builds the application; ``weights`` is "imagenet", None or a weights file."""
+        """Builds the application; ``weights`` is "imagenet", None or a Keras weights file."""
         constructor: Callable[..., keras.Model] = getattr(keras.applications, self.constructor)
         if include_top:
             # keras.applications fixes the head's input size: always the native one.
@@ -81,13 +84,111 @@ def _blocks_by_end(layers, pattern: re.Pattern) -> list[list[keras.layers.Layer]
     return blocks
 
 
-KERAS_APPS = {
-    "vgg16": KerasApp("VGG16", r"^(block\d+)_"),
-    "vgg19": KerasApp("VGG19", r"^(block\d+)_"),
-    "resnet50": KerasApp("ResNet50", r"^(conv\d_block\d+)_"),
-    "resnet101": KerasApp("ResNet101", r"^(conv\d_block\d+)_"),
-    "resnet152": KerasApp("ResNet152", r"^(conv\d_block\d+)_"),
-    "inception_v3": KerasApp("InceptionV3", r"^mixed\d+$", block_end=True),
-    "densenet121": KerasApp("DenseNet121", r"^(conv\d_block\d+)_"),
-    "mobilenet_v2": KerasApp("MobileNetV2", r"^(expanded_conv|block_\d+)_"),
-}
+def _builder(name: str, app: KerasApp):
+    def build(input_shape, weights, include_top):
+        try:
+            return app.build(input_shape, weights, include_top)
+        except Exception as err:
+            if weights == "imagenet" and is_download_failure(err):
+                raise unavailable(name, "keras.applications", err) from err
+            raise
+
+    return build
+
+
+def register_app(
+    *, name: str, constructor: str, block_pattern: str, block_end: bool = False, **fields
+) -> None:
+    """Registers ``keras.applications.<constructor>`` as backbone ``name``.
+
+    Args:
+        name: registry name.
+        constructor: function name in ``keras.applications``.
+        block_pattern, block_end: how it splits into fine-tuning blocks (see ``KerasApp``).
+        **fields: the remaining ``ModelSpec`` fields (input_size, min_input_size,
+            normalization, num_blocks, ...).
+    """
+    app = KerasApp(constructor, block_pattern, block_end)
+    register(
+        ModelSpec(
+            name=name,
+            family="keras.applications",
+            weights_source=f"keras.applications.{constructor}",
+            build=_builder(name, app),
+            blocks=app.blocks,
+            top_outputs="probabilities",
+            **fields,
+        )
+    )
+
+
+_CONV_BLOCKS = r"^(conv\d_block\d+)_"
+_ANY_SIZE = dict(input_size=224, min_input_size=32)  # ImageNet's 224, any side >= 32
+
+register_app(
+    name="vgg16",
+    constructor="VGG16",
+    block_pattern=r"^(block\d+)_",
+    normalization="caffe",
+    num_blocks=5,
+    **_ANY_SIZE,
+)
+register_app(
+    name="vgg19",
+    constructor="VGG19",
+    block_pattern=r"^(block\d+)_",
+    normalization="caffe",
+    num_blocks=5,
+    **_ANY_SIZE,
+)
+register_app(
+    name="resnet50",
+    constructor="ResNet50",
+    block_pattern=_CONV_BLOCKS,
+    normalization="caffe",
+    num_blocks=16,
+    **_ANY_SIZE,
+)
+register_app(
+    name="resnet101",
+    constructor="ResNet101",
+    block_pattern=_CONV_BLOCKS,
+    normalization="caffe",
+    num_blocks=33,
+    **_ANY_SIZE,
+)
+register_app(
+    name="resnet152",
+    constructor="ResNet152",
+    block_pattern=_CONV_BLOCKS,
+    normalization="caffe",
+    num_blocks=50,
+    **_ANY_SIZE,
+)
+register_app(
+    name="inception_v3",
+    constructor="InceptionV3",
+    block_pattern=r"^mixed\d+$",
+    block_end=True,
+    normalization="tf",
+    num_blocks=11,
+    input_size=299,
+    min_input_size=75,
+)
+register_app(
+    name="densenet121",
+    constructor="DenseNet121",
+    block_pattern=_CONV_BLOCKS,
+    normalization="torch",
+    num_blocks=58,
+    **_ANY_SIZE,
+)
+register_app(
+    name="mobilenet_v2",
+    constructor="MobileNetV2",
+    block_pattern=r"^(expanded_conv|block_\d+)_",
+    normalization="tf",
+    num_blocks=17,
+    checkpoint_hint=" Use 'mobilenet_v2_torchvision', which converts it exactly.",
+    **_ANY_SIZE,
+)

@@ -1,4 +1,4 @@
-"""Backbones from keras-hub: ResNet-18/34, ViT-B/16, DINOv2-S.
+"""The keras-hub family: ResNet-18/34, ViT-B/16, DINOv2-S, registered where they are declared.
 
 keras-hub reads even a preset's *architecture* from its download (Kaggle / Hugging Face), so
 ``weights=none`` cannot go through ``from_preset`` offline. Each entry therefore embeds the
@@ -13,14 +13,13 @@ pooling for ResNets, the class token for the transformers.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 import re
 
 import keras
 import keras_hub
 
 from tlmed_keras.models import keras_apps
-from tlmed_keras.models.spec import ModelSpec, unavailable
+from tlmed_keras.models.spec import ModelSpec, register, unavailable
 
 _RESNET_COMMON = dict(
     input_conv_filters=[64],
@@ -51,8 +50,8 @@ class HubModel:
         backbone_class: name in ``keras_hub.models``.
         config: constructor arguments (the preset's architecture).
         preset: what ``from_preset`` loads for ``weights="imagenet"``.
-        kind: "cnn" (average pooling, ResNet blocks) or "vit"/"dinov2" (class token).
-        fixed_size: the model's config takes ``image_shape`` (transformers).
+        kind: "cnn" (average pooling, ResNet blocks) or "vit"/"dinov2" (class token); the
+            transformers' configs also take ``image_shape``.
     """
 
     backbone_class: str
@@ -74,8 +73,6 @@ class HubModel:
                 f"{name!r} (keras-hub) is offered headless only; the ImageNet classifier "
                 "(--classify) is available for keras.applications and torchvision models."
             )
-        if isinstance(weights, pathlib.Path):
-            raise ValueError(f"{name!r} has no converter for {weights.name}; pass Keras weights.")
         try:
             inner = self._inner(input_shape[0], pretrained=weights == "imagenet")
         except Exception as err:
@@ -105,30 +102,67 @@ class HubModel:
         return blocks
 
 
-HUB_MODELS = {
-    "resnet18": HubModel(
-        "ResNetBackbone",
-        dict(_RESNET_COMMON, stackwise_num_blocks=[2, 2, 2, 2]),
-        "resnet_18_imagenet",
-        "cnn",
+def register_hub(*, name: str, hub: HubModel, **fields) -> None:
+    """Registers the keras-hub backbone ``hub`` as ``name``; ``fields``: the other spec fields."""
+    register(
+        ModelSpec(
+            name=name,
+            family="keras-hub",
+            weights_source=f"keras-hub {hub.preset}",
+            build=lambda shape, weights, top: hub.build(name, shape, weights, top),
+            blocks=hub.blocks,
+            **fields,
+        )
+    )
+
+
+register_hub(
+    name="resnet18",
+    hub=HubModel(
+        backbone_class="ResNetBackbone",
+        config=dict(_RESNET_COMMON, stackwise_num_blocks=[2, 2, 2, 2]),
+        preset="resnet_18_imagenet",  # keras-hub's own ImageNet-1k port
+        kind="cnn",
     ),
-    # torchvision's ResNet-34 weights, through keras-hub's timm converter.
-    "resnet34": HubModel(
-        "ResNetBackbone",
-        dict(_RESNET_COMMON, stackwise_num_blocks=[3, 4, 6, 3]),
-        "hf://timm/resnet34.tv_in1k",
-        "cnn",
+    input_size=224,
+    min_input_size=32,
+    normalization="torch",
+    num_blocks=8,  # basic blocks: 2 per stage
+)
+register_hub(
+    name="resnet34",
+    hub=HubModel(
+        backbone_class="ResNetBackbone",
+        config=dict(_RESNET_COMMON, stackwise_num_blocks=[3, 4, 6, 3]),
+        # torchvision's ResNet-34 weights, through keras-hub's timm converter.
+        preset="hf://timm/resnet34.tv_in1k",
+        kind="cnn",
     ),
-    "vit_b16": HubModel(
-        "ViTBackbone",
-        dict(patch_size=16, num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072),
-        "vit_base_patch16_224_imagenet",
-        "vit",
+    input_size=224,
+    min_input_size=32,
+    normalization="torch",
+    num_blocks=16,  # basic blocks: 3 + 4 + 6 + 3
+)
+register_hub(
+    name="vit_b16",
+    hub=HubModel(
+        backbone_class="ViTBackbone",
+        config=dict(patch_size=16, num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072),
+        preset="vit_base_patch16_224_imagenet",
+        kind="vit",
     ),
-    # Self-supervised (no ImageNet labels); position embeddings interpolate to any size.
-    "dinov2_small": HubModel(
-        "DINOV2Backbone",
-        dict(
+    input_size=224,
+    min_input_size=32,
+    normalization="half",  # Google's ViT checkpoints are normalised to [-1, 1]
+    num_blocks=12,
+    pretrained_sizes=(224,),  # the position embeddings fix 224 px
+)
+# Self-supervised (no ImageNet labels); position embeddings interpolate to any size.
+register_hub(
+    name="dinov2_small",
+    hub=HubModel(
+        backbone_class="DINOV2Backbone",
+        config=dict(
             patch_size=14,
             num_layers=12,
             hidden_dim=384,
@@ -137,36 +171,11 @@ HUB_MODELS = {
             layer_scale_init_value=1.0,
             position_embedding_shape=(518, 518, 3),
         ),
-        "dinov2_small",
-        "dinov2",
+        preset="dinov2_small",
+        kind="dinov2",
     ),
-}
-
-# name: (input_size, min_input_size, normalization, num_blocks, pretrained_sizes)
-_INFO = {
-    "resnet18": (224, 32, "torch", 8, None),
-    "resnet34": (224, 32, "torch", 16, None),
-    # Google's ViT checkpoints are normalised to [-1, 1]; position embeddings fix 224 px.
-    "vit_b16": (224, 32, "half", 12, (224,)),
-    "dinov2_small": (224, 28, "torch", 12, None),
-}
-
-
-def specs() -> dict[str, ModelSpec]:
-    """The keras-hub entries of the registry."""
-    out = {}
-    for name, hub in HUB_MODELS.items():
-        size, min_size, norm, num_blocks, pretrained_sizes = _INFO[name]
-        out[name] = ModelSpec(
-            name=name,
-            input_size=size,
-            min_input_size=min_size,
-            normalization=norm,
-            weights_source=f"keras-hub {hub.preset}",
-            num_blocks=num_blocks,
-            family="keras-hub",
-            build=lambda shape, weights, top, _n=name, _h=hub: _h.build(_n, shape, weights, top),
-            blocks=hub.blocks,
-            pretrained_sizes=pretrained_sizes,
-        )
-    return out
+    input_size=224,
+    min_input_size=28,  # two 14-px patches
+    normalization="torch",
+    num_blocks=12,
+)

@@ -17,246 +17,67 @@ from __future__ import annotations
 import importlib
 import os
 import pathlib
-from collections.abc import Callable
+import pkgutil
 
 import keras
 import numpy as np
 
 from tlmed_keras.data.preprocess import Normalization, get_normalization
-from tlmed_keras.models import keras_apps
-from tlmed_keras.models.converters import torch_pickle
-from tlmed_keras.models.converters import torchvision as tv
-from tlmed_keras.models.spec import (
-    Blocks,
-    Builder,
-    ModelSpec,
-    WeightsUnavailableError,
-    is_download_failure,
-    unavailable,
-)
+from tlmed_keras.models import REGISTRY_API
+from tlmed_keras.models import spec as spec_module
+from tlmed_keras.models.spec import ModelSpec, WeightsUnavailableError  # noqa: F401 (API)
 
-__all__ = [
-    "ModelSpec",
-    "WeightsUnavailableError",
-    "build_backbone",
-    "build_classifier",
-    "build_imagenet_classifier",
-    "get_spec",
-    "model_names",
-    "normalization_of",
-    "parse_weights",
-    "set_trainable",
-]
+# The package re-exports these lazily (``tlmed_keras.models.__getattr__``).
+__all__ = [*REGISTRY_API, "parse_weights"]
 
 KERAS_WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 TRAINABLE_MODES = ("frozen", "all", "an int N (top N blocks)")
 
-# --- family: keras.applications ----------------------------------------------------------
+# --- collecting the family modules' specs ---------------------------------------------------
+
+# Every module of this package registers its backbones on import (see ``spec.register``),
+# except these, which are the zoo's machinery. A new family file needs no line here.
+_NOT_FAMILIES = frozenset({"__main__", "registry", "spec"})
+# The order ``models --list`` has always shown; other family modules follow alphabetically.
+_LISTING_ORDER = (
+    "keras_apps",
+    "kerashub",
+    "mobilenet_v2_torchvision",
+    "alexnet",
+    "squeezenet",
+    "beit",
+)
+
+# name -> spec in registration order (the listing order, unless a test imported a family
+# module first). Filled on first use: importing keras-hub costs seconds.
+_SPECS: dict[str, ModelSpec] = spec_module.REGISTERED
+_COLLECTED: list[str] = []  # the family modules imported
 
 
-def _keras_app_builder(name: str, app: keras_apps.KerasApp, torch_twin: str | None) -> Builder:
-    def build(input_shape, weights, include_top):
-        if isinstance(weights, pathlib.Path):
-            hint = f" Use {torch_twin!r}, which converts it exactly." if torch_twin else ""
-            raise ValueError(
-                f"{name!r} (keras.applications layout) takes Keras weight files only, not "
-                f"{weights.name}.{hint}"
-            )
-        if weights != "imagenet":
-            return app.build(input_shape, None, include_top)
-        try:
-            return app.build(input_shape, "imagenet", include_top)
-        except Exception as err:
-            if is_download_failure(err):
-                raise unavailable(name, "keras.applications", err) from err
-            raise
-
-    return build
-
-
-_KERAS_APP_INFO = {
-    # name: (input_size, min_input_size, normalization, num_blocks)
-    "vgg16": (224, 32, "caffe", 5),
-    "vgg19": (224, 32, "caffe", 5),
-    "resnet50": (224, 32, "caffe", 16),
-    "resnet101": (224, 32, "caffe", 33),
-    "resnet152": (224, 32, "caffe", 50),
-    "inception_v3": (299, 75, "tf", 11),
-    "densenet121": (224, 32, "torch", 58),
-    "mobilenet_v2": (224, 32, "tf", 17),
-}
-
-
-def _keras_app_specs() -> dict[str, ModelSpec]:
-    specs = {}
-    for name, (size, min_size, norm, num_blocks) in _KERAS_APP_INFO.items():
-        app = keras_apps.KERAS_APPS[name]
-        twin = "mobilenet_v2_torchvision" if name == "mobilenet_v2" else None
-        specs[name] = ModelSpec(
-            name=name,
-            input_size=size,
-            min_input_size=min_size,
-            normalization=norm,
-            weights_source=f"keras.applications.{app.constructor}",
-            num_blocks=num_blocks,
-            family="keras.applications",
-            build=_keras_app_builder(name, app, twin),
-            blocks=app.blocks,
-        )
-    return specs
-
-
-# --- family: torchvision-faithful graphs with a .pth converter -----------------------------
-
-
-def _fetch(name: str, url: str, fetch: Callable[[], str]) -> pathlib.Path:
-    try:
-        return pathlib.Path(fetch())
-    except Exception as err:
-        if is_download_failure(err):
-            raise unavailable(name, url, err) from err
-        raise
-
-
-def _mobilenet_v2_torchvision(input_shape, weights, include_top) -> keras.Model:
-    if weights == "imagenet":
-        weights = _fetch(
-            "mobilenet_v2_torchvision", tv.MOBILENET_V2_URL, tv.fetch_mobilenet_v2_weights
-        )
-    model = tv.mobilenet_v2(input_shape, include_top=include_top)
-    if weights is not None:
-        _require_suffix("mobilenet_v2_torchvision", weights, (".pth", ".pt"))
-        tv.load_mobilenet_v2(model, torch_pickle.load_state_dict(weights))
-    return model
-
-
-def _require_suffix(name: str, path: pathlib.Path, suffixes: tuple[str, ...]) -> None:
-    if not path.name.endswith(suffixes):
-        raise ValueError(f"{name!r} converts {', '.join(suffixes)} checkpoints, not {path.name}.")
-
-
-def _torchvision_specs() -> dict[str, ModelSpec]:
-    return {
-        "mobilenet_v2_torchvision": ModelSpec(
-            name="mobilenet_v2_torchvision",
-            input_size=224,
-            min_input_size=32,
-            normalization="torch",
-            weights_source=tv.MOBILENET_V2_URL,
-            num_blocks=tv.MOBILENET_V2_BLOCKS,
-            family="torchvision",
-            build=_mobilenet_v2_torchvision,
-            blocks=tv.mobilenet_v2_blocks,
-            checkpoint_formats=(".pth", ".pt"),
-        )
+def _family_modules() -> list[str]:
+    package = __name__.rpartition(".")[0]
+    found = {
+        info.name
+        for info in pkgutil.iter_modules(importlib.import_module(package).__path__)
+        if not info.ispkg and not info.name.startswith("_") and info.name not in _NOT_FAMILIES
     }
-
-
-# --- family: architectures written in this package (alexnet, squeezenet, beit) -------------
-
-_OWN_MODULES = {
-    "alexnet": "tlmed_keras.models.alexnet",
-    "squeezenet1_1": "tlmed_keras.models.squeezenet",
-    "beit_base_patch16_224": "tlmed_keras.models.beit",
-}
-
-
-def _own_builder(name: str, module) -> Builder:
-    def build(input_shape, weights, include_top):
-        if weights == "imagenet":
-            url = module.WEIGHTS_URL
-            # Prefixed: Hugging Face files are all called "model.safetensors".
-            fname = f"{name}-{os.path.basename(url)}"
-            weights = _fetch(
-                name,
-                url,
-                lambda: keras.utils.get_file(fname=fname, origin=url, cache_subdir="models"),
-            )
-        kwargs = {"include_top": True} if include_top else {}
-        return module.build_backbone(
-            tuple(input_shape), None if weights is None else str(weights), **kwargs
-        )
-
-    return build
-
-
-def _own_blocks(module) -> Blocks:
-    if hasattr(module, "blocks"):
-        return module.blocks
-    prefixes = tuple(module.BLOCK_PREFIXES)
-
-    def blocks(backbone):
-        return [[lyr for lyr in backbone.layers if lyr.name.startswith(p)] for p in prefixes]
-
-    return blocks
-
-
-# Block counts of the own modules that do not export NUM_BLOCKS (test_zoo checks them
-# against blocks(backbone)); counting by building would cost seconds at every start-up.
-_OWN_NUM_BLOCKS = {"alexnet": 7, "squeezenet1_1": 9}
-
-
-def _own_num_blocks(name: str, module, blocks: Blocks) -> int:
-    for attribute in ("NUM_BLOCKS", "BLOCK_PREFIXES"):
-        if hasattr(module, attribute):
-            value = getattr(module, attribute)
-            return value if isinstance(value, int) else len(value)
-    if name in _OWN_NUM_BLOCKS:
-        return _OWN_NUM_BLOCKS[name]
-    side = getattr(module, "MIN_INPUT_SIZE", module.INPUT_SIZE)
-    return len(blocks(module.build_backbone((side, side, 3), None)))
-
-
-def _own_spec(name: str, module_name: str) -> ModelSpec | None:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name == module_name:
-            return None  # not written yet: the registry simply does not offer it
-        raise
-    blocks = _own_blocks(module)
-    return ModelSpec(
-        name=name,
-        input_size=module.INPUT_SIZE,
-        min_input_size=getattr(module, "MIN_INPUT_SIZE", module.INPUT_SIZE),
-        normalization=module.NORMALIZATION,
-        weights_source=module.WEIGHTS_URL,
-        num_blocks=_own_num_blocks(name, module, blocks),
-        family="tlmed_keras",
-        build=_own_builder(name, module),
-        blocks=blocks,
-        checkpoint_formats=tuple(getattr(module, "CHECKPOINT_FORMATS", (".pth", ".pt"))),
-        pretrained_sizes=getattr(module, "PRETRAINED_SIZES", None),
-    )
-
-
-# --- the registry --------------------------------------------------------------------------
-
-_SPECS: dict[str, ModelSpec] = {}
-_OWN_SPECS: dict[str, ModelSpec | None] = {}
+    listed = [name for name in _LISTING_ORDER if name in found]
+    return listed + sorted(found - set(listed))
 
 
 def _all_specs() -> dict[str, ModelSpec]:
-    if not _SPECS:
-        from tlmed_keras.models import kerashub
-
-        _SPECS.update(_keras_app_specs())
-        _SPECS.update(kerashub.specs())
-        _SPECS.update(_torchvision_specs())
+    if not _COLLECTED:
+        package = __name__.rpartition(".")[0]
+        for module in _family_modules():
+            importlib.import_module(f"{package}.{module}")
+            _COLLECTED.append(module)
     return _SPECS
 
 
-def _own(name: str) -> ModelSpec | None:
-    if name not in _OWN_SPECS:
-        _OWN_SPECS[name] = _own_spec(name, _OWN_MODULES[name])
-    return _OWN_SPECS[name]
-
-
 def model_names() -> tuple[str, ...]:
-    """Registered model names (architectures not yet available are left out)."""
-    own = tuple(name for name in _OWN_MODULES if _own(name) is not None)
-    return tuple(_all_specs()) + own
+    """Registered model names, in listing order."""
+    return tuple(_all_specs())
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -265,7 +86,7 @@ def get_spec(name: str) -> ModelSpec:
     Raises:
         ValueError: unknown name; the message lists the valid ones.
     """
-    spec = _own(name) if name in _OWN_MODULES else _all_specs().get(name)
+    spec = _all_specs().get(name)
     if spec is None:
         raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(model_names())}.")
     return spec
@@ -305,16 +126,22 @@ def _build(spec: ModelSpec, size: int, weights, include_top: bool) -> keras.Mode
             f"({', '.join(KERAS_WEIGHT_SUFFIXES)}) or a checkpoint "
             f"({', '.join(CHECKPOINT_SUFFIXES)}) for models with a converter."
         )
-    if (
-        isinstance(weights, pathlib.Path)
-        and not spec.checkpoint_formats
-        and spec.family
-        not in (
-            "keras.applications",  # that builder gives its own, more specific error
-        )
-    ):
-        raise ValueError(f"{spec.name!r} has no converter for {weights.name}; pass Keras weights.")
+    if isinstance(weights, pathlib.Path):
+        _require_converter(spec, weights)
     return spec.build(shape, weights, include_top)
+
+
+def _require_converter(spec: ModelSpec, path: pathlib.Path) -> None:
+    if not spec.checkpoint_formats:
+        raise ValueError(
+            f"{spec.name!r} has no converter for {path.name}; pass Keras weights "
+            f"({', '.join(KERAS_WEIGHT_SUFFIXES)}).{spec.checkpoint_hint}"
+        )
+    if not path.name.endswith(spec.checkpoint_formats):
+        raise ValueError(
+            f"{spec.name!r} converts {', '.join(spec.checkpoint_formats)} checkpoints, not "
+            f"{path.name}."
+        )
 
 
 def build_backbone(
@@ -402,8 +229,8 @@ def build_imagenet_classifier(
     """
     spec = get_spec(name)
     model = _build(spec, spec.input_size, weights, include_top=True)
-    if spec.family == "keras.applications":
-        return model  # already ends in softmax
+    if spec.top_outputs == "probabilities":
+        return model
     probs = keras.layers.Softmax(name="probabilities")(model.output)
     return keras.Model(model.input, probs, name=f"{name}_imagenet")
 

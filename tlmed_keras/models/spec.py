@@ -1,4 +1,9 @@
-"""``ModelSpec``: what the registry knows about one backbone (shared by the families)."""
+"""``ModelSpec`` and ``register``: how a family module declares its backbones.
+
+A family module (``keras_apps``, ``kerashub``, ``alexnet``, ...) builds one complete
+``ModelSpec`` per backbone, with keyword fields, and hands it to ``register`` where it is
+built; the registry only collects what the modules registered (see ``registry``).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ class WeightsUnavailableError(RuntimeError):
     """ImageNet weights could not be fetched (typically: offline and not cached)."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """Everything the trainer needs to know about one backbone.
 
@@ -33,7 +38,11 @@ class ModelSpec:
         weights_source: where ``weights="imagenet"`` comes from (URL or preset).
         num_blocks: how many blocks ``set_trainable(..., N)`` can unfreeze.
         family: "keras.applications", "keras-hub", "torchvision" or "tlmed_keras".
-        checkpoint_formats: local checkpoint suffixes with a converter (besides Keras files).
+        checkpoint_formats: local checkpoint suffixes with a converter (besides Keras files);
+            the registry refuses the others before building.
+        checkpoint_hint: appended to the refusal of a checkpoint without converter (e.g. a
+            twin model that converts it).
+        top_outputs: what ``include_top=True`` ends in: "logits" or "probabilities".
         pretrained_sizes: input sides the ImageNet weights work at (None: any >= min); e.g.
             ViT's position embeddings fix it to 224.
         build: the family builder (see ``Builder``).
@@ -51,6 +60,8 @@ class ModelSpec:
     blocks: Blocks = dataclasses.field(repr=False, compare=False)
     checkpoint_formats: tuple[str, ...] = ()
     pretrained_sizes: tuple[int, ...] | None = None
+    checkpoint_hint: str = ""
+    top_outputs: str = "logits"
 
     def check_image_size(self, image_size: int | None, pretrained: bool = False) -> int:
         """Returns the input side to build at (``input_size`` when None).
@@ -93,3 +104,70 @@ def unavailable(name: str, source: str, err: BaseException) -> WeightsUnavailabl
 def is_download_failure(err: BaseException) -> bool:
     # keras.utils.get_file turns URLError/HTTPError into a bare Exception("URL fetch failure").
     return isinstance(err, OSError) or "fetch failure" in str(err).lower()
+
+
+def fetch_weights(name: str, url: str, *, fname: str, file_hash: str | None = None) -> pathlib.Path:
+    """Downloads ``url`` once into Keras' cache (``models/fname``) and returns its path.
+
+    Raises:
+        WeightsUnavailableError: offline and not cached (names the source and the ways out).
+    """
+    try:
+        return pathlib.Path(
+            keras.utils.get_file(
+                fname=fname, origin=url, file_hash=file_hash, cache_subdir="models"
+            )
+        )
+    except Exception as err:
+        if is_download_failure(err):
+            raise unavailable(name, url, err) from err
+        raise
+
+
+def checkpoint_builder(
+    name: str,
+    url: str,
+    build_backbone: Callable[..., keras.Model],
+    *,
+    fname: str | None = None,
+    file_hash: str | None = None,
+) -> Builder:
+    """The ``Builder`` of a model that converts framework checkpoints itself.
+
+    Args:
+        name: registry name (for errors; prefixes the cached file by default, since Hugging
+            Face files are all called "model.safetensors").
+        url: where ``weights="imagenet"`` downloads the checkpoint from.
+        build_backbone: ``(input_shape, weights_path_or_None, include_top=...) -> Model``.
+        fname: name of the cached file (default ``{name}-{basename(url)}``).
+        file_hash: sha256 the download must have.
+    """
+    fname = fname or f"{name}-{os.path.basename(url)}"
+
+    def build(input_shape, weights, include_top):
+        if weights == "imagenet":
+            weights = fetch_weights(name, url, fname=fname, file_hash=file_hash)
+        path = None if weights is None else str(weights)
+        return build_backbone(tuple(input_shape), path, include_top=include_top)
+
+    return build
+
+
+# Every spec the family modules registered, by name, in registration order.
+REGISTERED: dict[str, ModelSpec] = {}
+
+
+def register(*specs: ModelSpec) -> None:
+    """Adds ``specs`` to the zoo; call it in the module that defines them.
+
+    Raises:
+        ValueError: a name registered twice (names the module-level clash to fix).
+    """
+    for spec in specs:
+        if spec.name in REGISTERED:
+            first = REGISTERED[spec.name].family
+            raise ValueError(
+                f"Model name {spec.name!r} is registered twice (families {first!r} and "
+                f"{spec.family!r}); give the new backbone another name."
+            )
+        REGISTERED[spec.name] = spec

@@ -22,19 +22,14 @@ import keras
 import numpy as np
 
 from tlmed_keras.models._arch import check_rgb_input_shape, has_layer
-from tlmed_keras.models.converters.huggingface import (
-    StateDictConsumer,
-    conv_kernel,
-    read_state_dict,
-)
+from tlmed_keras.models.converters.state_dict import READABLE_SUFFIXES, read_state_dict
+from tlmed_keras.models.converters.torchvision import assign_state_dict
+from tlmed_keras.models.spec import ModelSpec, checkpoint_builder, register
 
 INPUT_SIZE = 224
 MIN_INPUT_SIZE = 25  # smallest input whose third max-pool still sees one window
-NORMALIZATION = "torch"
 WEIGHTS_URL = "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth"
 FEATURE_DIM = 512
-NUM_BLOCKS = 9  # len(blocks(backbone)) without the top: the stem and eight Fire modules
-CHECKPOINT_FORMATS = (".pth", ".pt", ".safetensors")
 
 # torchvision features index -> (squeeze, expand1x1, expand3x3) channels of each Fire module.
 _FIRES = {
@@ -139,21 +134,22 @@ def blocks(backbone: keras.Model) -> list[list[keras.layers.Layer]]:
 def load_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarray]) -> None:
     """Copies torchvision SqueezeNet 1.1 weights (``features.3.squeeze.weight``, ...).
 
-    Without a top layer, ``classifier.1.*`` is skipped.
-
-    Args:
-        model: a model from ``build_backbone``.
-        state_dict: torchvision key names to arrays.
-
-    Raises:
-        StateDictMismatchError: naming the first missing/unexpected key or mis-shaped array.
+    Without a top layer ``classifier.1.*`` is skipped. Raises ``StateDictMismatchError``
+    naming the first missing, unexpected or mis-shaped key.
     """
-    consumer = StateDictConsumer(state_dict, "torchvision SqueezeNet 1.1")
-    for block in blocks(model):
-        for layer in block:
-            torch_name = layer.name.replace("_", ".")
-            consumer.assign(f"{torch_name}.weight", layer.kernel, conv_kernel)
-            consumer.assign(f"{torch_name}.bias", layer.bias)
-    if not has_layer(model, _TOP_CONV):
-        consumer.ignore([r"^classifier\.1\."])
-    consumer.finish()
+    assign_state_dict(model, state_dict, source="torchvision SqueezeNet 1.1", top=_TOP_CONV)
+
+
+SPEC = ModelSpec(
+    name="squeezenet1_1",
+    family="tlmed_keras",
+    input_size=INPUT_SIZE,
+    min_input_size=MIN_INPUT_SIZE,  # 25: the third max-pool still sees one window
+    normalization="torch",
+    weights_source=WEIGHTS_URL,
+    num_blocks=9,  # len(blocks(backbone)) without the top: the stem and eight Fire modules
+    build=checkpoint_builder("squeezenet1_1", WEIGHTS_URL, build_backbone),
+    blocks=blocks,
+    checkpoint_formats=READABLE_SUFFIXES,
+)
+register(SPEC)

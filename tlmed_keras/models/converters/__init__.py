@@ -1,7 +1,8 @@
 """Weight converters from other frameworks' checkpoints to Keras models.
 
 - ``torch_pickle``: a safe, torch-free reader of ``torch.save`` files.
-- ``torchvision``: maps torchvision state dicts onto Keras layers (and builds the
-  torchvision-faithful MobileNetV2).
-- ``huggingface``: Hugging Face checkpoints (BEiT).
+- ``state_dict``: the one engine: reads a checkpoint, checks every key and shape, assigns
+  all or nothing (``StateDictMismatchError``).
+- ``torchvision``: key naming of torchvision checkpoints (Keras layers named after modules).
+- ``huggingface``: key naming of Hugging Face checkpoints (BEiT).
 """

@@ -1,175 +1,28 @@
-"""PyTorch-layout state dicts (Hugging Face and torchvision) into Keras variables.
+"""Hugging Face checkpoints: the BEiT key-naming map over the ``state_dict`` engine.
 
-Checkpoints are untrusted files, so they are only ever read as arrays: ``.safetensors``
-through the ``safetensors`` package's NumPy API and ``.pth``/``.pt`` through the project's
-allow-list unpickler (``torch_pickle``). Nothing here imports torch.
-
-A conversion is a list of ``(checkpoint key, Keras variable, layout change)`` steps consumed
-by ``StateDictConsumer``: every key must be used exactly once (or be explicitly ignored), and
-every shape must match, otherwise the load stops naming the first offending key. That
-strictness is what catches a wrong architecture variant before it trains on garbage.
-
-The Hugging Face part: transformers 5 renamed the BEiT modules (``encoder.layer.N`` ->
-``layers.N``, ``attention.attention.query`` -> ``attention.q_proj``, ...) but the files on the
-Hub, e.g. ``microsoft/beit-base-patch16-224/model.safetensors``, keep the old names.
-``canonical_beit_keys`` maps both spellings onto the current one.
+transformers 5 renamed the BEiT modules (``encoder.layer.N`` -> ``layers.N``,
+``attention.attention.query`` -> ``attention.q_proj``, ...) but the files on the Hub, e.g.
+``microsoft/beit-base-patch16-224/model.safetensors``, keep the old names.
+``canonical_beit_keys`` maps both spellings onto the current one; ``models.beit`` then hands
+each canonical key to a ``StateDictConsumer``.
 """
 
 from __future__ import annotations
 
-import os
-import pathlib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
-SAFETENSORS_SUFFIXES = (".safetensors",)
-TORCH_SUFFIXES = (".pth", ".pt", ".bin")
-
-
-class StateDictMismatchError(ValueError):
-    """A checkpoint does not fit the Keras model: missing, unexpected or mis-shaped key."""
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads a checkpoint file into ``{key: np.ndarray}`` without executing anything.
-
-    Args:
-        path: a ``.safetensors`` file, or a ``.pth``/``.pt``/``.bin`` file from ``torch.save``.
-
-    Returns:
-        The file's tensors as NumPy arrays, keys as saved.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the suffix is none of the accepted ones.
-        torch_pickle.UnsafeCheckpointError / CheckpointFormatError: see ``torch_pickle``.
-    """
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint file at {path}.")
-    suffix = path.suffix.lower()
-    if suffix in SAFETENSORS_SUFFIXES:
-        from safetensors.numpy import load_file
-
-        return dict(load_file(str(path)))
-    if suffix in TORCH_SUFFIXES:
-        from tlmed_keras.models.converters.torch_pickle import load_state_dict
-
-        return load_state_dict(path)
-    raise ValueError(
-        f"Cannot read weights from {path}: unknown suffix {suffix!r}. Accepted: "
-        f"{', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}."
-    )
-
-
-# ---- layout changes: PyTorch (out, in, ...) -> Keras (..., in, out) ----
-
-
-def dense_kernel(weight: np.ndarray) -> np.ndarray:
-    """``nn.Linear.weight`` [out, in] -> ``keras.layers.Dense.kernel`` [in, out]."""
-    _require_ndim(weight, 2, "a Linear weight [out, in]")
-    return weight.T
-
-
-def conv_kernel(weight: np.ndarray) -> np.ndarray:
-    """``nn.Conv2d.weight`` [out, in, kh, kw] -> ``Conv2D.kernel`` [kh, kw, in, out]."""
-    _require_ndim(weight, 4, "a Conv2d weight [out, in, kh, kw]")
-    return weight.transpose(2, 3, 1, 0)
-
-
-def identity(array: np.ndarray) -> np.ndarray:
-    """Biases, LayerNorm scales and other 1-D parameters keep their layout."""
-    return array
-
-
-def _require_ndim(array: np.ndarray, ndim: int, what: str) -> None:
-    if array.ndim != ndim:
-        raise StateDictMismatchError(f"Expected {what}, got an array of shape {array.shape}.")
-
-
-# ---- strict consumption ----
-
-
-class StateDictConsumer:
-    """Hands out checkpoint arrays by key and reports what was missing or left over.
-
-    Args:
-        state_dict: ``{key: array}`` as read from the checkpoint.
-        source: what the checkpoint is, for error messages (e.g. "torchvision AlexNet").
-    """
-
-    def __init__(self, state_dict: Mapping[str, np.ndarray], source: str):
-        self.source = source
-        self._remaining = dict(state_dict)
-
-    def pop(self, key: str) -> np.ndarray:
-        """Returns and consumes ``state_dict[key]``.
-
-        Raises:
-            StateDictMismatchError: ``key`` is not in the state dict (the message lists the
-                closest keys present, to make renamed layers obvious).
-        """
-        if key not in self._remaining:
-            raise StateDictMismatchError(
-                f"{self.source}: missing key {key!r} in the checkpoint. Keys present with the "
-                f"same prefix: {self._neighbours(key)}. Is this the right architecture/variant?"
-            )
-        return np.asarray(self._remaining.pop(key))
-
-    def assign(
-        self,
-        key: str,
-        variable,
-        layout: Callable[[np.ndarray], np.ndarray] = identity,
-    ) -> None:
-        """Consumes ``key``, changes its layout and assigns it to a Keras ``variable``.
-
-        Raises:
-            StateDictMismatchError: ``key`` is missing, or its shape after ``layout`` differs
-                from the variable's.
-        """
-        source_array = self.pop(key)
-        array = layout(source_array)
-        target_shape = tuple(variable.shape)
-        if tuple(array.shape) != target_shape:
-            raise StateDictMismatchError(
-                f"{self.source}: shape mismatch for {key!r}: checkpoint {source_array.shape} "
-                f"(as Keras layout {array.shape}) but Keras variable {variable.path!r} has "
-                f"{target_shape}. Was the model built with the same configuration "
-                "(num_classes, width, include_top) as the checkpoint?"
-            )
-        variable.assign(array.astype(variable.dtype))
-
-    def ignore(self, patterns: Iterable[str]) -> None:
-        """Drops the remaining keys that match any regular expression in ``patterns``."""
-        compiled = [re.compile(pattern) for pattern in patterns]
-        self._remaining = {
-            key: value
-            for key, value in self._remaining.items()
-            if not any(pattern.search(key) for pattern in compiled)
-        }
-
-    def finish(self) -> None:
-        """Checks that every checkpoint key was used.
-
-        Raises:
-            StateDictMismatchError: naming the first unexpected key and how many there are.
-        """
-        if self._remaining:
-            first = next(iter(self._remaining))
-            raise StateDictMismatchError(
-                f"{self.source}: unexpected key {first!r} (shape "
-                f"{np.shape(self._remaining[first])}) in the checkpoint; "
-                f"{len(self._remaining)} key(s) unused in all: {list(self._remaining)[:8]}. "
-                "The checkpoint holds parameters this Keras model does not have."
-            )
-
-    def _neighbours(self, key: str) -> list[str]:
-        prefix = key.rsplit(".", 2)[0]
-        return [k for k in self._remaining if k.startswith(prefix)][:8]
-
+# The engine's names, still importable from here.
+from tlmed_keras.models.converters.state_dict import (
+    StateDictConsumer,
+    StateDictMismatchError,
+    conv_kernel,
+    dense_kernel,
+    identity,
+    read_state_dict,
+)
 
 # ---- Hugging Face BEiT key names ----
 
