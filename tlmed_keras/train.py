@@ -16,10 +16,10 @@ KERAS_DISTRIBUTION_PROCESS_ID set: ``keras.distribution.initialize()`` joins the
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags
 
+from tlmed_keras import cli, precheck
 from tlmed_keras.training.config import Config, fields_help
 
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}
@@ -41,24 +41,18 @@ def default_workdir(config: Config) -> str:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    config = config_from_flags()
+    # Bad names fail in a second, before TensorFlow and Keras load.
+    precheck.check_data(config.data)
+    precheck.check_model(config.model)
     from tlmed_keras import runtime
 
-    config = config_from_flags()
     runtime.setup(config.backend)
-    from tlmed_keras.data.errors import MedMNISTFileError
-    from tlmed_keras.models import WeightsUnavailableError
     from tlmed_keras.training.trainer import train_and_evaluate
 
-    try:
-        train_and_evaluate(config, FLAGS.workdir or default_workdir(config))
-    except (
-        ValueError,
-        FloatingPointError,
-        MedMNISTFileError,
-        WeightsUnavailableError,
-    ) as e:
-        sys.exit(f"tlmed_keras.train: error: {e}")
+    # Errors reach the user as one line through cli.run (tlmed_keras/cli.py).
+    train_and_evaluate(config, FLAGS.workdir or default_workdir(config))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

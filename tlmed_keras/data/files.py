@@ -181,7 +181,8 @@ def _missing_message(info: DatasetInfo, dirs: list[pathlib.Path], url: str) -> s
     return (
         f"MedMNIST file {info.filename} ({info.name} at {info.size} px) was not found; looked "
         f"in: {places}. Download it from {url} and put it in one of those folders (or pass "
-        "--data_dir to the folder holding it)."
+        "--data_dir to the folder holding it), or rerun with --download to fetch it (MD5 "
+        "verified)."
     )
 
 
