@@ -118,7 +118,7 @@ def prog_name(main: Callable[..., Any] | None = None) -> str:
     modules are named after their package)."""
     module = getattr(main, "__module__", None)
     if module in (None, "__main__"):
-        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        spec = getattr(main, "__globals__", {}).get("__spec__")  # set by python -m and runpy
         module = spec.name if spec is not None else os.path.basename(sys.argv[0])
     return module.removesuffix(".__main__")
 

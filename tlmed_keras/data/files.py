@@ -178,6 +178,9 @@ def find_or_download(
 
 def _missing_message(info: DatasetInfo, dirs: list[pathlib.Path], url: str) -> str:
     places = ", ".join(str(d) for d in dirs) or "(nowhere: no data_dir and no cache folder)"
+    blocked = [str(d / info.filename) for d in dirs if (d / info.filename).is_dir()]
+    if blocked:  # e.g. an unzip gone wrong: say so, or the user looks at a "missing" file
+        places += f" ({', '.join(blocked)} is a folder, not the file: move it away)"
     return (
         f"MedMNIST file {info.filename} ({info.name} at {info.size} px) was not found; looked "
         f"in: {places}. Download it from {url} and put it in one of those folders (or pass "
