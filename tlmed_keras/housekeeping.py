@@ -65,15 +65,15 @@ def _read_lock(path: pathlib.Path) -> dict | None:
 class RunLock:
     """``with RunLock(workdir, say):`` holds the run directory for this process.
 
-    Creating the lock creates ``workdir``; when the directory was created here and is empty
-    again on release (the run failed before writing anything), it is removed too.
+    Creating the lock creates ``workdir`` (and missing parents); the folders created here
+    that are empty again on release (the run failed before writing anything) are removed.
     """
 
     def __init__(self, workdir: os.PathLike | str, say: Callable[..., None] = print):
         self.root = pathlib.Path(workdir)
         self.path = self.root / LOCK_FILE
         self.say = say
-        self._created_root = False
+        self._created: list[pathlib.Path] = []  # folders this lock created, deepest first
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -84,7 +84,10 @@ class RunLock:
 
     def acquire(self) -> None:
         """Raises RunLockedError naming the live process that holds the directory."""
-        self._created_root = not self.root.exists()
+        folder = self.root.absolute()
+        while not folder.exists():
+            self._created.append(folder)
+            folder = folder.parent
         self.root.mkdir(parents=True, exist_ok=True)
         for _ in range(2):  # a second try after removing a stale lock
             try:
@@ -121,9 +124,11 @@ class RunLock:
         if info is not None and info["pid"] == os.getpid():
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-        if self._created_root:
-            with contextlib.suppress(OSError):  # not empty: the run wrote something, keep it
-                self.root.rmdir()
+        for folder in self._created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: the run wrote something, keep it (and its parents)
+                break
 
 
 def _size(path: pathlib.Path) -> int:

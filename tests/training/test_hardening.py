@@ -195,8 +195,8 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
 
 
 def test_lock_removes_the_folder_it_created_when_nothing_was_written(tmp_path):
-    with housekeeping.RunLock(tmp_path / "new"):
-        assert (tmp_path / "new" / housekeeping.LOCK_FILE).is_file()
+    with housekeeping.RunLock(tmp_path / "new" / "run"):
+        assert (tmp_path / "new" / "run" / housekeeping.LOCK_FILE).is_file()
     assert not (tmp_path / "new").exists()
 
 
