@@ -261,3 +261,25 @@ def test_divergence_stops_then_warn_continues_the_same_run(tiny_config, tmp_path
         epoch_end_hook=lambda epoch, phase, model: epochs.append(epoch),
     )
     assert epochs == [2] and any(line.startswith("Warning: Training diverged") for line in said)
+
+
+# --- defect 8: evaluate/export on a missing, unfinished or damaged run --------------------
+
+
+def test_load_run_names_a_missing_or_unfinished_run(tiny_config, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope does not exist"):
+        rundir.load_run(tmp_path / "nope")
+    rundir.RunDir(tmp_path).write_config(tiny_config(), {})  # killed before it finished
+    with pytest.raises(FileNotFoundError, match=r"model\.keras is missing: .* an unfinished run"):
+        rundir.load_run(tmp_path)
+
+
+def test_load_run_names_a_damaged_model_or_config(tiny_config, tmp_path):
+    run = rundir.RunDir(tmp_path)
+    run.write_config(tiny_config(), {})
+    (tmp_path / rundir.MODEL_FILE).write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(rundir.DamagedFileError, match=r"model\.keras cannot be loaded"):
+        rundir.load_run(tmp_path)
+    (tmp_path / rundir.CONFIG_FILE).write_text("{")
+    with pytest.raises(rundir.DamagedFileError, match=r"config\.json is damaged \(not valid JSON"):
+        rundir.load_run(tmp_path)
