@@ -209,3 +209,12 @@ def test_data_file_that_is_a_folder_and_a_missing_file_are_one_line(tmp_path):
     done = _python("-m", "tlmed_keras.data", "--data=retinamnist", f"--data_dir={tmp_path}")
     lines = _error_lines(done.stderr)
     assert done.returncode == 1 and len(lines) == 1 and "--download" in lines[0]
+
+
+def test_export_without_workdir_is_one_line():
+    done = _python("-m", "tlmed_keras.export", "--export_dir=unused")
+    assert done.returncode == 2
+    assert _error_lines(done.stderr) == [
+        "tlmed_keras.export: error: flag --workdir=None: Flag --workdir must have a value other "
+        "than None."
+    ]

@@ -283,3 +283,19 @@ def test_load_run_names_a_damaged_model_or_config(tiny_config, tmp_path):
     (tmp_path / rundir.CONFIG_FILE).write_text("{")
     with pytest.raises(rundir.DamagedFileError, match=r"config\.json is damaged \(not valid JSON"):
         rundir.load_run(tmp_path)
+
+
+def test_full_disk_fails_in_one_error_and_loses_nothing(tmp_path, monkeypatch):
+    _two_epochs(tmp_path)
+    run = rundir.RunDir(tmp_path)
+    state = run.resume_state()
+
+    def full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rundir, "atomic_write", full)
+    with pytest.raises(OSError, match="No space left"):
+        state.checkpoint = run.save_arrays("ckpt-3.npz", ARRAYS)
+    monkeypatch.undo()
+    again = rundir.RunDir(tmp_path).resume_state()
+    assert again.epoch == 2 and again.checkpoint == "ckpt-2.npz"

@@ -27,7 +27,7 @@ import numpy as np
 from tlmed_keras import housekeeping, runtime
 from tlmed_keras.data import catalog
 from tlmed_keras.data.preprocess import Preprocess
-from tlmed_keras.errors import TrainingDivergedError
+from tlmed_keras.errors import CheckpointError, TrainingDivergedError
 from tlmed_keras.training import callbacks as cb
 from tlmed_keras.training import config as cfg
 from tlmed_keras.training import divergence, keras_metrics, losses, rundir, schedule
@@ -278,7 +278,7 @@ def _assign(variables, arrays, what: str) -> None:
     if len(arrays) != len(variables) or any(
         tuple(a.shape) != s for a, s in zip(arrays, shapes, strict=True)
     ):
-        raise RuntimeError(
+        raise CheckpointError(
             f"The checkpoint's {what} variables do not match the model built from the flags "
             "(was the model code changed?). Use a new --workdir."
         )
