@@ -218,3 +218,18 @@ def test_export_without_workdir_is_one_line():
         "tlmed_keras.export: error: flag --workdir=None: Flag --workdir must have a value other "
         "than None."
     ]
+
+
+def test_weights_load_warnings_are_dropped_on_failure_and_kept_on_success(tmp_path, recwarn):
+    import warnings
+
+    path = str(tmp_path / "w.keras")
+    with pytest.raises(WeightsFileError), weights_guard.loading_weights(path, "m"):
+        warnings.warn("Skipping nested container 1", UserWarning, stacklevel=1)
+        raise ValueError("A total of 3 objects could not be loaded.")
+    assert not [w for w in recwarn if "Skipping" in str(w.message)]
+    with weights_guard.loading_weights(path, "m"):
+        warnings.warn("Skipping nested container 2", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in recwarn if "Skipping" in str(w.message)] == [
+        "Skipping nested container 2"
+    ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import warnings
 import zipfile
 from collections.abc import Iterator
 
@@ -102,11 +103,16 @@ def loading_weights(weights: object, model: str) -> Iterator[None]:
     if not is_weights_file(weights):
         yield
         return
-    try:
-        yield
-    except WeightsFileError:
-        raise
-    except Exception as error:
-        if not _is_load_failure(error):
+    # Keras warns once per layer it could not fill (hundreds of lines) before it raises:
+    # held back, and shown only when the load succeeds; on failure the error says it all.
+    with warnings.catch_warnings(record=True) as held:
+        try:
+            yield
+        except WeightsFileError:
             raise
-        raise WeightsFileError(describe(weights, model, error)) from error
+        except Exception as error:
+            if not _is_load_failure(error):
+                raise
+            raise WeightsFileError(describe(weights, model, error)) from error
+    for w in held:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
