@@ -145,6 +145,8 @@ def test_killed_run_with_damaged_latest_checkpoint_resumes_from_the_one_before(
     with pytest.raises(Killed):
         train_and_evaluate(config, tmp_path, registry=tiny_registry, epoch_end_hook=_kill_after(2))
     _flip_bytes(tmp_path / rundir.CKPT_DIR / "ckpt-2.npz")
+    stale = tmp_path / rundir.CKPT_DIR / ".ckpt-3.npz.x1y2.tmp"  # as a kill mid-write leaves
+    stale.write_bytes(b"half a checkpoint")
     said, epochs = [], []
     train_and_evaluate(
         config,
@@ -155,6 +157,7 @@ def test_killed_run_with_damaged_latest_checkpoint_resumes_from_the_one_before(
     )
     assert epochs == [2, 3]
     assert any("ckpt-2.npz is damaged" in line for line in said)
+    assert not stale.exists() and any("Removed 1 temporary file " in line for line in said)
     assert (tmp_path / "DONE").is_file()
 
 

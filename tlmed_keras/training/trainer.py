@@ -454,7 +454,11 @@ def train_and_evaluate(
     Raises:
         ValueError: a bad flag value (before any work); ConfigMismatchError (a ValueError)
             when ``workdir`` holds a run with other flags.
-        FloatingPointError: the training loss became NaN (names the phase and epoch).
+        FloatingPointError: the training loss became NaN (names the phase and epoch);
+            TrainingDivergedError (one) when it grew far above its start (--on_divergence).
+        WeightsFileError: the --weights file does not load; nothing was written.
+        RunLockedError: another live process trains in ``workdir``.
+        CheckpointError: no intact checkpoint to resume from, or a damaged state.json.
     """
     registry = registry or default_registry()
     spec, info = _prepare(config, registry)
