@@ -140,6 +140,11 @@ def guard(main: Callable[[list[str]], Any], prog: str | None = None) -> Callable
     def guarded(argv: list[str]) -> Any:
         try:
             return main(argv)
+        except BrokenPipeError:
+            # The reader went away (``... | head``): nothing to report, as other CLI tools.
+            # Python docs' recipe: point stdout at devnull so the exit flush stays quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_FAILURE)
         except Exception as error:
             if not is_expected(error):
                 raise
