@@ -233,3 +233,19 @@ def test_weights_load_warnings_are_dropped_on_failure_and_kept_on_success(tmp_pa
     assert [str(w.message) for w in recwarn if "Skipping" in str(w.message)] == [
         "Skipping nested container 2"
     ]
+
+
+def test_folder_in_the_files_place_is_named_when_downloading_too(tmp_path):
+    from tlmed_keras.data import catalog
+    from tlmed_keras.data.errors import FileMissingError
+    from tlmed_keras.data.files import find_or_download
+
+    (tmp_path / "breastmnist.npz").mkdir()
+
+    def no_network(url):
+        raise AssertionError("must not download over a folder")
+
+    with pytest.raises(FileMissingError, match="breastmnist.npz is a folder, not the file"):
+        find_or_download(
+            catalog.get_info("breastmnist"), data_dir=tmp_path, download=True, opener=no_network
+        )

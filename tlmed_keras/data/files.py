@@ -170,6 +170,8 @@ def find_or_download(
     if not download or not dirs:
         raise FileMissingError(_missing_message(info, dirs, source))
     destination = dirs[0] / info.filename
+    if destination.is_dir():  # the download could not land there; name the folder
+        raise FileMissingError(_missing_message(info, dirs, source))
     try:
         return download_file(source, destination, md5, opener=opener, progress=progress)
     except DownloadError as err:
