@@ -81,7 +81,7 @@ def write_json(path: os.PathLike | str, obj: Any) -> None:
 
 
 class DamagedFileError(TlmedError, ValueError):
-    """A run directory's JSON file cannot be parsed (names the file)."""
+    """A run directory's file (JSON, model.keras) cannot be parsed or loaded; names it."""
 
 
 def read_json(path: os.PathLike | str) -> Any:
