@@ -249,3 +249,14 @@ def test_folder_in_the_files_place_is_named_when_downloading_too(tmp_path):
         find_or_download(
             catalog.get_info("breastmnist"), data_dir=tmp_path, download=True, opener=no_network
         )
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys):
+    def main(argv):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as done:
+        cli.guard(main, "tlmed_keras.train")(["prog"])
+    assert done.value.code == 130
+    err = capsys.readouterr().err
+    assert err.startswith("tlmed_keras.train: interrupted (Ctrl-C).") and err.count("\n") == 1

@@ -17,7 +17,8 @@ the environment (``OSError``: missing or unreadable files, a full disk; ``pickle
 errors of damaged files). They exit with 2 (a bad flag or value: fix the command) or 1 (a
 file, the disk or a run failed). Anything else (TypeError, KeyError, AttributeError, ...) is
 a bug and keeps its traceback. ``TLMED_TRACEBACK=1`` shows the traceback of expected errors
-too, for bug reports. ``--help`` (and ``--helpshort``/``--helpfull``) exit with 0.
+too, for bug reports. ``--help`` (and ``--helpshort``/``--helpfull``) exit with 0; Ctrl-C
+prints one line and exits with 130; a closed pipe (``| head``) ends quietly.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ EXPECTED_NAMES = frozenset(
     }
 )
 USAGE_NAMES = frozenset({"Error", "UsageError", "IllegalFlagValueError", "ValidationError"})
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 HELP_FLAGS = frozenset({"help", "h", "?", "helpshort", "helpfull", "helpxml"})
 TRACEBACK_ENV = "TLMED_TRACEBACK"
 
@@ -145,6 +147,13 @@ def guard(main: Callable[[list[str]], Any], prog: str | None = None) -> Callable
             # Python docs' recipe: point stdout at devnull so the exit flush stays quiet.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(EXIT_FAILURE)
+        except KeyboardInterrupt:
+            print(
+                f"{name}: interrupted (Ctrl-C). A training run resumes when the same command "
+                "is run again.",
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_INTERRUPTED)
         except Exception as error:
             if not is_expected(error):
                 raise
