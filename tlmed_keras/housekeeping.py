@@ -67,6 +67,8 @@ class RunLock:
 
     Creating the lock creates ``workdir`` (and missing parents); the folders created here
     that are empty again on release (the run failed before writing anything) are removed.
+    Re-entrant: inside a process that already holds it (the entry point locks before the
+    slow imports, the trainer again), it does nothing.
     """
 
     def __init__(self, workdir: os.PathLike | str, say: Callable[..., None] = print):
@@ -74,6 +76,7 @@ class RunLock:
         self.path = self.root / LOCK_FILE
         self.say = say
         self._created: list[pathlib.Path] = []  # folders this lock created, deepest first
+        self._nested = False  # this process held the lock already: leave it to the holder
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -93,22 +96,28 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                self._judge_existing()
+                if self._judge_existing():
+                    self._nested = True
+                    return
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump(_lock_info(), f)
             return
         raise RunLockedError(f"{self.path} keeps coming back: another trainer is starting here.")
 
-    def _judge_existing(self) -> None:
+    def _judge_existing(self) -> bool:
+        """True when this process holds the lock already; raises when a live one does;
+        removes a stale lock (then False: try again)."""
         info = _read_lock(self.path)
-        if info is not None and info.get("host") != socket.gethostname():
+        if info is not None and info["pid"] == os.getpid() and self._same_host(info):
+            return True
+        if info is not None and not self._same_host(info):
             raise RunLockedError(
                 f"{self.root} is in use by process {info['pid']} on host {info.get('host')} "
                 f"(started {info.get('started')}). If that process is gone, delete {self.path} "
                 "and rerun."
             )
-        if info is not None and info["pid"] != os.getpid() and pid_alive(info["pid"]):
+        if info is not None and pid_alive(info["pid"]):
             raise RunLockedError(
                 f"{self.root} is in use by process {info['pid']} (started {info.get('started')}: "
                 f"{info.get('command')}). Wait for it to finish or stop it, or use another "
@@ -118,8 +127,15 @@ class RunLock:
         self.say(f"Removed a stale lock in {self.root}: {who} is no longer running.")
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        return False
+
+    @staticmethod
+    def _same_host(info: dict) -> bool:
+        return info.get("host") == socket.gethostname()
 
     def release(self) -> None:
+        if self._nested:
+            return
         info = _read_lock(self.path)
         if info is not None and info["pid"] == os.getpid():
             with contextlib.suppress(FileNotFoundError):

@@ -45,13 +45,18 @@ def main(argv: list[str]) -> None:
     # Bad names fail in a second, before TensorFlow and Keras load.
     precheck.check_data(config.data)
     precheck.check_model(config.model)
+    workdir = FLAGS.workdir or default_workdir(config)
     from tlmed_keras import runtime
+    from tlmed_keras.housekeeping import RunLock
 
-    runtime.setup(config.backend)
-    from tlmed_keras.training.trainer import train_and_evaluate
+    # Locked before the slow imports, so a second trainer in this run directory refuses at
+    # once (the trainer takes the same lock again, for callers that skip this entry point).
+    with RunLock(workdir):
+        runtime.setup(config.backend)
+        from tlmed_keras.training.trainer import train_and_evaluate
 
-    # Errors reach the user as one line through cli.run (tlmed_keras/cli.py).
-    train_and_evaluate(config, FLAGS.workdir or default_workdir(config))
+        # Errors reach the user as one line through cli.run (tlmed_keras/cli.py).
+        train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":

@@ -273,7 +273,9 @@ def test_load_run_names_a_missing_or_unfinished_run(tiny_config, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope does not exist"):
         rundir.load_run(tmp_path / "nope")
     rundir.RunDir(tmp_path).write_config(tiny_config(), {})  # killed before it finished
-    with pytest.raises(FileNotFoundError, match=r"model\.keras is missing: .* an unfinished run"):
+    with pytest.raises(
+        FileNotFoundError, match=r"model\.keras is missing: .*unfinished one: .*--flagfile="
+    ):
         rundir.load_run(tmp_path)
 
 
@@ -302,3 +304,11 @@ def test_full_disk_fails_in_one_error_and_loses_nothing(tmp_path, monkeypatch):
     monkeypatch.undo()
     again = rundir.RunDir(tmp_path).resume_state()
     assert again.epoch == 2 and again.checkpoint == "ckpt-2.npz"
+
+
+def test_lock_is_reentrant_within_one_process(tmp_path):
+    with housekeeping.RunLock(tmp_path / "run") as outer:
+        with housekeeping.RunLock(tmp_path / "run"):
+            pass
+        assert outer.path.is_file()  # the inner one left the holder's lock alone
+    assert not (tmp_path / "run").exists()

@@ -400,11 +400,14 @@ def load_run(workdir: os.PathLike | str) -> Run:
         )
     for name in (CONFIG_FILE, MODEL_FILE):
         if not run.path(name).is_file():
-            unfinished = "an unfinished run" if run.has_config() else "no training run"
+            todo = (
+                " (it holds an unfinished one: finish it by rerunning python -m "
+                f"tlmed_keras.train --flagfile={run.path(FLAGS_FILE)} --workdir={workdir})"
+                if run.has_config()
+                else " (train one with python -m tlmed_keras.train --workdir=...)"
+            )
             raise FileNotFoundError(
-                f"{run.path(name)} is missing: {workdir} holds {unfinished}. Finish it by "
-                "rerunning python -m tlmed_keras.train with the same --workdir (and "
-                "--flagfile=WORKDIR/flags.txt), then retry."
+                f"{run.path(name)} is missing: {workdir} holds no finished training run{todo}."
             )
     with contextlib.suppress(ImportError):  # registers the models' custom layers
         import tlmed_keras.models.registry  # noqa: F401
