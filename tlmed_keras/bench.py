@@ -12,9 +12,9 @@ import importlib
 import pkgutil
 import time
 
-from absl import app, flags
+from absl import flags
 
-from tlmed_keras import benchmarks, runtime
+from tlmed_keras import benchmarks, cli, runtime
 
 
 def _discover_targets() -> dict:
@@ -56,4 +56,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

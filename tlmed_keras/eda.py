@@ -16,6 +16,8 @@ import sys
 
 from absl import app, flags
 
+from tlmed_keras import cli
+
 flags.DEFINE_string("data", None, "MedMNIST 2D dataset name, e.g. bloodmnist.", required=True)
 flags.DEFINE_string(
     "out", None, "Output folder for the PNGs, index.md and eda.json; default: eda/<data>_<size>."
@@ -23,7 +25,9 @@ flags.DEFINE_string(
 flags.DEFINE_enum("split", "train", ["train", "val", "test"], "Split to describe.")
 flags.DEFINE_integer("size", 28, "Image size of the MedMNIST file (28, 64, 128 or 224).")
 flags.DEFINE_string("data_dir", None, "Folder with the npz; default: medmnist's cache.")
-flags.DEFINE_bool("download", True, "Download the file when it is not found.")
+flags.DEFINE_bool(
+    "download", False, "Download the file (MD5 verified) when it is not found; off by default."
+)
 flags.DEFINE_integer("pca_samples", 10_000, "Images PCA is fitted on (seeded, stratified).")
 flags.DEFINE_integer("tsne_samples", 2_000, "Images t-SNE embeds (seeded, stratified).")
 flags.DEFINE_float("tsne_perplexity", 30.0, "t-SNE perplexity (below --tsne_samples).")
@@ -83,4 +87,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from tlmed_keras import runtime
+from tlmed_keras import cli, runtime
 
 flags.DEFINE_string("workdir", None, "Run directory of a finished training run.")
 flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to evaluate.")
@@ -46,4 +46,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

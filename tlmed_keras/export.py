@@ -10,9 +10,11 @@ images of ``--split`` before it is moved into place. See docs/serving.md.
 
 from __future__ import annotations
 
+import os
+
 from absl import app, flags, logging
 
-from tlmed_keras import runtime
+from tlmed_keras import cli, runtime
 
 flags.DEFINE_string("workdir", None, "Run directory of a finished training run.")
 flags.DEFINE_string("export_dir", None, "TF Serving model root (DIR/<name>/<version>/).")
@@ -55,6 +57,9 @@ def main(argv: list[str]) -> None:
     from tlmed_keras.training.rundir import load_run
 
     run = load_run(F.workdir)
+    from tlmed_keras.housekeeping import remove_stale_export_temps
+
+    remove_stale_export_temps(os.path.join(F.export_dir, F.name or run.info.name))
     images, _ = load_split(run, F.split, F.data_dir, F.download)
     if F.num_verify > 0:
         images = images[: F.num_verify]
@@ -87,4 +92,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

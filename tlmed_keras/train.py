@@ -16,10 +16,10 @@ KERAS_DISTRIBUTION_PROCESS_ID set: ``keras.distribution.initialize()`` joins the
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags
 
+from tlmed_keras import cli, precheck
 from tlmed_keras.training.config import Config, fields_help
 
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}
@@ -49,27 +49,26 @@ def default_workdir(config: Config) -> str:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from tlmed_keras import runtime
-
     config = config_from_flags()
+    # Bad names fail in a second, before TensorFlow and Keras load.
+    precheck.check_data(config.data)
+    precheck.check_model(config.model)
+    workdir = FLAGS.workdir or default_workdir(config)
+    verbose = None if FLAGS.verbose == "auto" else int(FLAGS.verbose)
     # TensorFlow's start-up, the data and the model take 10-30 s before the banner: say so.
     print(f"tlmed_keras.train: {config.model} on {config.data}; starting up...", flush=True)
-    runtime.setup(config.backend)
-    from tlmed_keras.data.errors import MedMNISTFileError
-    from tlmed_keras.models import WeightsUnavailableError
-    from tlmed_keras.training.trainer import train_and_evaluate
+    from tlmed_keras import runtime
+    from tlmed_keras.housekeeping import RunLock
 
-    try:
-        verbose = None if FLAGS.verbose == "auto" else int(FLAGS.verbose)
-        train_and_evaluate(config, FLAGS.workdir or default_workdir(config), verbose=verbose)
-    except (
-        ValueError,
-        FloatingPointError,
-        MedMNISTFileError,
-        WeightsUnavailableError,
-    ) as e:
-        sys.exit(f"tlmed_keras.train: error: {e}")
+    # Locked before the slow imports, so a second trainer in this run directory refuses at
+    # once (the trainer takes the same lock again, for callers that skip this entry point).
+    with RunLock(workdir):
+        runtime.setup(config.backend)
+        from tlmed_keras.training.trainer import train_and_evaluate
+
+        # Errors reach the user as one line through cli.run (tlmed_keras/cli.py).
+        train_and_evaluate(config, workdir, verbose=verbose)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -30,6 +30,8 @@ BAD = [
     ({"weights": "/no/such/file.pth"}, "--weights='/no/such/file.pth'"),
     ({"interpolation": "lanczos"}, "--interpolation='lanczos'"),
     ({"distribute": "fsdp"}, "--distribute='fsdp'"),
+    ({"divergence_factor": 0.5}, "--divergence_factor=0.5.*0 \\(off\\) or a number > 1"),
+    ({"on_divergence": "ignore"}, "--on_divergence='ignore'.*stop, warn"),
 ]
 
 

@@ -170,6 +170,8 @@ def find_or_download(
     if not download or not dirs:
         raise FileMissingError(_missing_message(info, dirs, source))
     destination = dirs[0] / info.filename
+    if destination.is_dir():  # the download could not land there; name the folder
+        raise FileMissingError(_missing_message(info, dirs, source))
     try:
         return download_file(source, destination, md5, opener=opener, progress=progress)
     except DownloadError as err:
@@ -178,10 +180,14 @@ def find_or_download(
 
 def _missing_message(info: DatasetInfo, dirs: list[pathlib.Path], url: str) -> str:
     places = ", ".join(str(d) for d in dirs) or "(nowhere: no data_dir and no cache folder)"
+    blocked = [str(d / info.filename) for d in dirs if (d / info.filename).is_dir()]
+    if blocked:  # e.g. an unzip gone wrong: say so, or the user looks at a "missing" file
+        places += f" ({', '.join(blocked)} is a folder, not the file: move it away)"
     return (
         f"MedMNIST file {info.filename} ({info.name} at {info.size} px) was not found; looked "
         f"in: {places}. Download it from {url} and put it in one of those folders (or pass "
-        "--data_dir to the folder holding it)."
+        "--data_dir to the folder holding it), or rerun with --download to fetch it (MD5 "
+        "verified)."
     )
 
 

@@ -10,9 +10,9 @@ Only absl and the standard library are imported before the backend is chosen.
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
+
+from tlmed_keras import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("list", False, "List every model with its input size and weight source.")
@@ -59,7 +59,10 @@ def classify(name: str, weights: str, image_path: str, top: int = 5) -> list[str
     from tlmed_keras.data.preprocess import Preprocess
 
     spec = models.get_spec(name)
-    model = models.build_imagenet_classifier(name, weights=weights)
+    from tlmed_keras.weights_guard import loading_weights
+
+    with loading_weights(weights, name):  # any failure of a weights file: one clear error
+        model = models.build_imagenet_classifier(name, weights=weights)
     preprocess = Preprocess(spec.input_size, spec.normalization)
     probs = keras.ops.convert_to_numpy(model(preprocess(load_image(image_path))))[0]
     best = np.argsort(-probs)[:top]
@@ -75,11 +78,10 @@ def main(argv: list[str]) -> int:
         print("\n".join(list_models()))
         return 0
     if not FLAGS.model or not FLAGS.classify:
-        print("Pass --list, or --model=NAME --classify=IMAGE [--weights=...].", file=sys.stderr)
-        return 2
+        raise app.UsageError("Pass --list, or --model=NAME --classify=IMAGE [--weights=...].")
     print("\n".join(classify(FLAGS.model, FLAGS.weights, FLAGS.classify, FLAGS.top)))
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

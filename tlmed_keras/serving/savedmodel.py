@@ -103,7 +103,8 @@ def export_savedmodel(
     reference = keras_reference(model, preprocess, raw, spec)
 
     base.mkdir(parents=True, exist_ok=True)
-    tmp = base / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    # The pid lets a later export tell a killed writer's folder from a live one (housekeeping).
+    tmp = base / f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         write_archive(tmp, model, preprocess, spec, platforms)
         layout.write_extras(tmp, spec, _metadata(metadata, platforms))

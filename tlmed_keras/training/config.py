@@ -35,7 +35,9 @@ class Config:
     interpolation: str = _field("bilinear", "Resize: bilinear, nearest or bicubic.")
     weights: str = _field("imagenet", "Backbone weights: imagenet, none, or a weights file path.")
     data_dir: str = _field("", "Folder of the MedMNIST npz files; empty = medmnist's ~/.medmnist.")
-    download: bool = _field(False, "Download missing dataset files (verified MD5).")
+    download: bool = _field(
+        False, "Download missing dataset files (MD5 verified); off by default, as in data/eda."
+    )
     verify_data: bool = _field(True, "Check the dataset file's MD5 (off only for synthetic files).")
     seed: int = _field(0, "Seed for weights init, shuffling, dropout and augmentation.")
     # Phase 1: a new head on the frozen backbone.
@@ -66,6 +68,15 @@ class Config:
     )
     class_weight: str = _field("none", "none or balanced (weights inverse to class frequency).")
     patience: int = _field(0, "Early stopping: epochs without val AUC gain per phase; 0 = off.")
+    divergence_factor: float = _field(
+        10.0,
+        "Divergence: a training loss above this multiple of min(first-epoch loss, chance-level "
+        "loss) counts as diverged; 0 = never checked.",
+    )
+    on_divergence: str = _field(
+        "stop",
+        "On divergence: stop (after checkpointing the epoch; rerun with warn to continue) or warn.",
+    )
     dropout: float = _field(0.0, "Dropout before the classifier head, in [0, 1).")
     max_steps_per_epoch: int = _field(0, "Cap on training steps per epoch; 0 = full epoch.")
     # Execution.
@@ -170,6 +181,10 @@ def check(config: Config) -> None:
         _fail("batchnorm", config.batchnorm, f"accepted: {', '.join(BATCHNORM)}.")
     if config.distribute not in DISTRIBUTE:
         _fail("distribute", config.distribute, f"accepted: {', '.join(DISTRIBUTE)}.")
+    if config.divergence_factor != 0 and not config.divergence_factor > 1:
+        _fail("divergence_factor", config.divergence_factor, "use 0 (off) or a number > 1.")
+    if config.on_divergence not in ("stop", "warn"):
+        _fail("on_divergence", config.on_divergence, "accepted: stop, warn.")
     _check_augment(config.augment)
 
 

@@ -25,14 +25,24 @@ from typing import Any
 import keras
 import numpy as np
 
-from tlmed_keras import runtime
+from tlmed_keras import housekeeping, runtime
 from tlmed_keras.data import catalog
 from tlmed_keras.data.preprocess import Preprocess
-from tlmed_keras.training import banner, keras_metrics, losses, rundir, schedule, tb_meta
+from tlmed_keras.errors import CheckpointError, TrainingDivergedError
+from tlmed_keras.training import (
+    banner,
+    divergence,
+    keras_metrics,
+    losses,
+    rundir,
+    schedule,
+    tb_meta,
+)
 from tlmed_keras.training import callbacks as cb
 from tlmed_keras.training import config as cfg
 from tlmed_keras.training import metrics as mm
 from tlmed_keras.training.config import Config
+from tlmed_keras.weights_guard import loading_weights
 
 SEED_STRIDE = 100_003  # epoch seeds: seed * SEED_STRIDE + epoch (distinct for any epoch count)
 
@@ -189,14 +199,16 @@ def _float32_output(model):
 
 
 def _build(config: Config, s: _Setup, registry: Any, weights: str):
-    model, backbone = registry.build_classifier(
-        config.model,
-        s.info.num_classes,
-        weights=weights,
-        image_size=s.preprocess.image_size,
-        multilabel=s.info.is_multilabel,
-        dropout=config.dropout,
-    )
+    # A --weights file that fails to load, whatever the converter raised: WeightsFileError.
+    with loading_weights(weights, config.model):
+        model, backbone = registry.build_classifier(
+            config.model,
+            s.info.num_classes,
+            weights=weights,
+            image_size=s.preprocess.image_size,
+            multilabel=s.info.is_multilabel,
+            dropout=config.dropout,
+        )
     return _float32_output(model), backbone
 
 
@@ -275,7 +287,7 @@ def _assign(variables, arrays, what: str) -> None:
     if len(arrays) != len(variables) or any(
         tuple(a.shape) != s for a, s in zip(arrays, shapes, strict=True)
     ):
-        raise RuntimeError(
+        raise CheckpointError(
             f"The checkpoint's {what} variables do not match the model built from the flags "
             "(was the model code changed?). Use a new --workdir."
         )
@@ -349,6 +361,13 @@ def _run_phase(
                 "lower learning rate for this phase, or --mixed_precision off."
             )
         seconds = time.perf_counter() - start
+        diverged = divergence.check(
+            float(logs["loss"]),
+            state.history[0]["loss"] if state.history else None,
+            s.info,
+            config.divergence_factor,
+            f"phase {phase.index} ({phase.name}), epoch {epoch + 1}",
+        )
         state.timings[phase.name] = state.timings.get(phase.name, 0.0) + seconds
         state.history.append(_history_row(phase, epoch, logs, seconds))
         auc = logs.get("val_auc")
@@ -371,8 +390,23 @@ def _run_phase(
         run.write_history(state.history)
         if hook is not None:
             hook(state.epoch, phase, model)
+        if diverged:
+            _on_divergence(diverged, phase, config, say)
         if phase.name in state.stopped:
             break
+
+
+def _on_divergence(message: str, phase: schedule.Phase, config: Config, say) -> None:
+    """Stops the run (the epoch is checkpointed) or warns, per ``--on_divergence``."""
+    lr_flag = "head_lr" if phase.name == schedule.HEAD else "finetune_lr"
+    advice = f"Lower --{lr_flag} (now {getattr(config, lr_flag):g})"
+    if config.on_divergence == "warn":
+        say(f"Warning: {message} {advice}.")
+        return
+    raise TrainingDivergedError(
+        f"{message} {advice} and use a new --workdir, or rerun the same command with "
+        "--on_divergence=warn to continue this run (--divergence_factor=0 turns the check off)."
+    )
 
 
 def _final_model(config, s, registry, model, state, run):
@@ -440,23 +474,59 @@ def train_and_evaluate(
     Raises:
         ValueError: a bad flag value (before any work); ConfigMismatchError (a ValueError)
             when ``workdir`` holds a run with other flags.
-        FloatingPointError: the training loss became NaN (names the phase and epoch).
+        FloatingPointError: the training loss became NaN (names the phase and epoch);
+            TrainingDivergedError (one) when it grew far above its start (--on_divergence).
+        WeightsFileError: the --weights file does not load; nothing was written.
+        RunLockedError: another live process trains in ``workdir``.
+        CheckpointError: no intact checkpoint to resume from, or a damaged state.json.
     """
     registry = registry or default_registry()
     verbose = banner.verbose_mode(verbose, sys.stdout.isatty())
     spec, info = _prepare(config, registry)
     run = rundir.RunDir(workdir)
-    if run.has_config():
+    replacing = _check_workdir(run, config)
+    if run.has_config() and run.is_done() and not replacing:
+        metrics = run.read_metrics()
+        say(
+            f"{workdir} holds a finished run with these flags; not retraining. "
+            f"test ACC {metrics['test']['acc']:.4f} AUC {metrics['test']['auc']:.4f}."
+        )
+        for line in banner.next_steps(workdir):
+            say(line)
+        return metrics
+    # One trainer per run directory; the lock goes (with the directory, if it was created
+    # here and is still empty) when training ends or fails.
+    with housekeeping.RunLock(workdir, say):
+        housekeeping.remove_stale_temps([run.root, run.ckpt], say)
+        if run.migrate_legacy_ckpt():
+            say(f"Renamed {run.root / rundir.LEGACY_CKPT_DIR} to {rundir.CKPT_DIR}/.")
+        return _train_locked(
+            config, workdir, run, spec, info, registry, say, epoch_end_hook, replacing, verbose
+        )
+
+
+def _check_workdir(run: rundir.RunDir, config: Config) -> str | None:
+    """Raises ConfigMismatchError when ``run`` finished epochs with other flags; returns the
+    notice to print when it holds a run with other flags that never finished an epoch (it is
+    replaced once the new model is built)."""
+    if not run.has_config():
+        return None
+    try:
         run.check_same_config(config)
-        if run.is_done():
-            metrics = run.read_metrics()
-            say(
-                f"{workdir} holds a finished run with these flags; not retraining. "
-                f"test ACC {metrics['test']['acc']:.4f} AUC {metrics['test']['auc']:.4f}."
-            )
-            for line in banner.next_steps(workdir):
-                say(line)
-            return metrics
+    except rundir.ConfigMismatchError as e:
+        if run.has_progress():
+            raise
+        return (
+            f"{run.root} holds a run with other flags that never finished an epoch; "
+            f"replacing it ({e.diff})."
+        )
+    return None
+
+
+def _train_locked(
+    config, workdir, run, spec, info, registry, say, epoch_end_hook, replacing, verbose
+):
+    """``train_and_evaluate`` once the run directory is locked."""
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     if hasattr(runtime, "enable_determinism"):
@@ -473,10 +543,16 @@ def train_and_evaluate(
             "label_names": list(info.label_names),
             "steps_per_epoch": s.steps,
         }
+        state = None if replacing else run.resume_state(say)
+        # Nothing is written before the model is built and its weights loaded: a bad
+        # --weights file leaves the run directory as it was.
+        model, backbone = _build(config, s, registry, config.weights)
+        if replacing:
+            say(replacing)
+            run.clear_unfinished()
         if not run.has_config():
             run.write_config(config, resolved)
-        state = run.load_state() or rundir.TrainState()
-        model, backbone = _build(config, s, registry, config.weights)
+        state = state or rundir.TrainState()
         if state.checkpoint:
             _assign(model.variables, run.load_arrays(state.checkpoint)["model"], "model")
             say(f"Resuming {workdir} after epoch {state.epoch} (phase {state.phase}).")
