@@ -27,6 +27,7 @@ import sys
 from absl import app, flags
 
 from experiments.runs import DEFAULT_COMMAND
+from tlmed_keras import cli
 
 flags.DEFINE_list("flagfiles", [], "Flagfiles or quoted globs, comma-separated (required).")
 flags.DEFINE_string("seeds", "0", "Seeds: 0,1,2 or 0-4 (inclusive) or a mix.")
@@ -105,4 +106,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, prog="experiments.sweep")

@@ -12,11 +12,9 @@ Prints the top ``--top_k`` classes with label names and probabilities per image.
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
 
-from tlmed_keras import runtime
+from tlmed_keras import cli, runtime
 from tlmed_keras.inference.output import FORMATS
 
 flags.DEFINE_string("workdir", None, "Run directory of a finished training run.")
@@ -63,13 +61,10 @@ def predict(paths: list[str]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    from tlmed_keras.inference import ImageFileError
-
-    try:
-        print(predict(argv[1:]))
-    except (ImageFileError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"tlmed_keras.predict: error: {e}")
+    # Errors (a non-image file, a missing run, a model of another dataset) reach the user as
+    # one line through cli.run.
+    print(predict(argv[1:]))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
