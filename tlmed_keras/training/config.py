@@ -17,6 +17,8 @@ CLASS_WEIGHTS = ("none", "balanced")
 DISTRIBUTE = ("auto", "none", "data_parallel")
 BATCHNORM = ("auto", "frozen", "train")
 WEIGHTS_KEYWORDS = ("imagenet", "none")
+SELECT_ON = ("auc", "acc", "loss")
+TTA = ("none", "flip")
 
 
 def _field(default: Any, help: str):
@@ -64,6 +66,16 @@ class Config:
     patience: int = _field(0, "Early stopping: epochs without val AUC gain per phase; 0 = off.")
     dropout: float = _field(0.0, "Dropout before the classifier head, in [0, 1).")
     max_steps_per_epoch: int = _field(0, "Cap on training steps per epoch; 0 = full epoch.")
+    select_on: str = _field(
+        "auc",
+        "Validation metric that selects the checkpoint evaluated on test and that --patience "
+        "watches: auc, acc (highest) or loss (lowest).",
+    )
+    tta: str = _field(
+        "none",
+        "Test-time augmentation of the final val/test evaluation: none, or flip (mean "
+        "probability of the image and its horizontal mirror).",
+    )
     # Execution.
     mixed_precision: bool = _field(False, "mixed_bfloat16 compute (head output stays float32).")
     backend: str = _field("auto", "Keras backend: auto, jax, tensorflow or torch.")
@@ -166,6 +178,10 @@ def check(config: Config) -> None:
         _fail("batchnorm", config.batchnorm, f"accepted: {', '.join(BATCHNORM)}.")
     if config.distribute not in DISTRIBUTE:
         _fail("distribute", config.distribute, f"accepted: {', '.join(DISTRIBUTE)}.")
+    if config.select_on not in SELECT_ON:
+        _fail("select_on", config.select_on, f"accepted: {', '.join(SELECT_ON)}.")
+    if config.tta not in TTA:
+        _fail("tta", config.tta, f"accepted: {', '.join(TTA)}.")
     _check_augment(config.augment)
 
 
