@@ -41,7 +41,9 @@ class Config:
     verify_data: bool = _field(True, "Check the dataset file's MD5 (off only for synthetic files).")
     seed: int = _field(0, "Seed for weights init, shuffling, dropout and augmentation.")
     # Phase 1: a new head on the frozen backbone.
-    head_epochs: int = _field(5, "Phase 1 epochs (new head, frozen backbone); 0 skips it.")
+    # Defaults follow flags/recipes/mobilenet_v2_torchvision.cfg (issue #12) where they are
+    # not model-specific.
+    head_epochs: int = _field(3, "Phase 1 epochs (new head, frozen backbone); 0 skips it.")
     head_lr: float = _field(1e-3, "Phase 1 learning rate (constant).")
     # Phase 2: unfrozen backbone, warm-up then cosine decay.
     finetune_epochs: int = _field(10, "Phase 2 epochs (unfrozen backbone); 0 skips it.")
@@ -55,7 +57,7 @@ class Config:
         "weights, train with --weights=none).",
     )
     # Optimisation.
-    batch_size: int = _field(64, "Training batch size (global, over all devices).")
+    batch_size: int = _field(32, "Training batch size (global, over all devices).")
     eval_batch_size: int = _field(256, "Batch size for validation and test predictions.")
     optimizer: str = _field("adamw", "adamw, adam or sgd.")
     weight_decay: float = _field(1e-4, "Decoupled weight decay (all optimizers).")
