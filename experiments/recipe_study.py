@@ -85,9 +85,12 @@ def _mean_sd(values) -> str:
 
 def stage_val() -> None:
     lines = [
-        "# Recipe candidates, VALIDATION split only (rule: flags/recipes/mobilenet_v2_torchvision.cfg)",
+        "# Recipe candidates, VALIDATION split only",
         "",
-        "| candidate | data | source | val ACC (seeds 0,1,2) | val AUC (seeds 0,1,2) | (ACC+AUC)/2 |",
+        "Rule: the comments of flags/recipes/mobilenet_v2_torchvision.cfg.",
+        "",
+        "| candidate | data | source | val ACC (seeds 0,1,2) | val AUC (seeds 0,1,2) "
+        "| (ACC+AUC)/2 |",
         "|---|---|---|---|---|---|",
     ]
     scores = {}
