@@ -1,11 +1,17 @@
 """Export a trained run as a SavedModel in TF Serving's layout.
 
     python -m tlmed_keras.export --workdir=RUN --export_dir=DIR [--version=N] [--overwrite]
+    python -m tlmed_keras.export --workdir=RUN_A,RUN_B,RUN_C --export_dir=DIR [--tta=flip]
 
 Writes ``DIR/<name>/<version>/`` (``serving_default``: raw uint8 images ``[batch, H, W, C]``
 at the dataset's native size -> ``probabilities`` and ``class_id``), ``DIR/models.config``
 and ``DIR/<name>/request.json``. The version is verified against the Keras model on real
 images of ``--split`` before it is moved into place. See docs/serving.md.
+
+Several runs (a comma list and/or a quoted glob; same dataset, size, label set and
+preprocessing, else refused) export as ONE SavedModel whose ``probabilities`` are the mean of
+the members'; ``--tta=flip`` also averages each model over the horizontal mirror, inside the
+graph. The ensemble is verified against the Keras ensemble (``reporting.ensemble.Averaged``).
 """
 
 from __future__ import annotations
@@ -16,7 +22,19 @@ from absl import app, flags, logging
 
 from tlmed_keras import cli, runtime
 
-flags.DEFINE_string("workdir", None, "Run directory of a finished training run.")
+flags.DEFINE_string(
+    "workdir",
+    None,
+    "Run directory of a finished training run; several (comma list or glob): one SavedModel "
+    "of their seed ensemble (mean probability).",
+)
+flags.DEFINE_enum(
+    "tta",
+    "none",
+    ["none", "flip"],
+    "Test-time augmentation inside the exported graph: none, "
+    "or flip (mean over the image and its horizontal mirror).",
+)
 flags.DEFINE_string("export_dir", None, "TF Serving model root (DIR/<name>/<version>/).")
 flags.DEFINE_integer("version", None, "Version number; default: one above the highest there.")
 flags.DEFINE_string("name", None, "TF Serving model name; default: the dataset name.")
@@ -52,20 +70,28 @@ def main(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)
     runtime.setup(F.backend)
 
+    from tlmed_keras.housekeeping import remove_stale_export_temps
+    from tlmed_keras.reporting.ensemble import ensemble_model, load_members, resolve_workdirs
     from tlmed_keras.reporting.split import load_split
     from tlmed_keras.serving import ExportVerificationError, export_savedmodel, layout
-    from tlmed_keras.training.rundir import load_run
 
-    run = load_run(F.workdir)
-    from tlmed_keras.housekeeping import remove_stale_export_temps
-
+    try:
+        workdirs = resolve_workdirs(F.workdir)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    runs = load_members(workdirs)
+    run = runs[0]
     remove_stale_export_temps(os.path.join(F.export_dir, F.name or run.info.name))
     images, _ = load_split(run, F.split, F.data_dir, F.download)
     if F.num_verify > 0:
         images = images[: F.num_verify]
+    metadata = {"workdir": str(run.workdir), "model": run.config.model, "tta": F.tta}
+    if len(runs) > 1:
+        metadata["ensemble_workdirs"] = [str(r.workdir) for r in runs]
+        metadata["ensemble_models"] = [r.config.model for r in runs]
     try:
         result = export_savedmodel(
-            run.model,
+            ensemble_model(runs, F.tta),
             run.preprocess,
             run.info,
             F.export_dir,
@@ -75,14 +101,15 @@ def main(argv: list[str]) -> None:
             overwrite=F.overwrite,
             platforms=F.platforms,
             atol=F.atol,
-            metadata={"workdir": str(run.workdir), "model": run.config.model},
+            metadata=metadata,
             serving_base_path=F.serving_base_path,
         )
     except (FileExistsError, ExportVerificationError) as e:
         raise SystemExit(f"Export refused: {e}") from e
     print(result.signature)
+    what = f"ensemble of {len(runs)} runs" if len(runs) > 1 else "model"
     print(
-        f"Verified on {result.num_verified} {F.split} images: max |SavedModel - Keras| "
+        f"Verified on {result.num_verified} {F.split} images: max |SavedModel - Keras {what}| "
         f"probability difference {result.max_abs_diff:.2e} (limit {F.atol:g})."
     )
     print(f"Exported {result.name} version {result.version} -> {result.path}")

@@ -116,9 +116,12 @@ def evaluate_scores(
     )
 
 
-def predict_scores(run: Any, images: np.ndarray, labels: np.ndarray, batch_size: int = 256):
-    """``(y_true, probabilities)`` of ``run``'s model on raw ``images``, fed exactly like
-    training's evaluation (the tf.data pipeline with the run's ``Preprocess``)."""
+def predict_scores(
+    run: Any, images: np.ndarray, labels: np.ndarray, batch_size: int = 256, model: Any = None
+):
+    """``(y_true, probabilities)`` of ``run``'s model (or ``model``, e.g. its TTA wrapper, fed
+    the same preprocessed images) on raw ``images``, fed exactly like training's evaluation
+    (the tf.data pipeline with the run's ``Preprocess``)."""
     from tlmed_keras.data import pipeline
 
     ds = pipeline.make_dataset(
@@ -129,7 +132,7 @@ def predict_scores(run: Any, images: np.ndarray, labels: np.ndarray, batch_size:
         preprocess=run.preprocess,
         training=False,
     )
-    logits = run.model.predict(ds.map(lambda x, y: x), verbose=0)
+    logits = (model or run.model).predict(ds.map(lambda x, y: x), verbose=0)
     return pipeline.task_labels(labels, run.info), mm.probabilities(logits, run.info.task)
 
 

@@ -17,6 +17,8 @@ CLASS_WEIGHTS = ("none", "balanced")
 DISTRIBUTE = ("auto", "none", "data_parallel")
 BATCHNORM = ("auto", "frozen", "train")
 WEIGHTS_KEYWORDS = ("imagenet", "none")
+SELECT_ON = ("auc", "acc", "loss")
+TTA = ("none", "flip")
 
 
 def _field(default: Any, help: str):
@@ -41,7 +43,9 @@ class Config:
     verify_data: bool = _field(True, "Check the dataset file's MD5 (off only for synthetic files).")
     seed: int = _field(0, "Seed for weights init, shuffling, dropout and augmentation.")
     # Phase 1: a new head on the frozen backbone.
-    head_epochs: int = _field(5, "Phase 1 epochs (new head, frozen backbone); 0 skips it.")
+    # Defaults follow flags/recipes/mobilenet_v2_torchvision.cfg (issue #12) where they are
+    # not model-specific.
+    head_epochs: int = _field(3, "Phase 1 epochs (new head, frozen backbone); 0 skips it.")
     head_lr: float = _field(1e-3, "Phase 1 learning rate (constant).")
     # Phase 2: unfrozen backbone, warm-up then cosine decay.
     finetune_epochs: int = _field(10, "Phase 2 epochs (unfrozen backbone); 0 skips it.")
@@ -55,7 +59,7 @@ class Config:
         "weights, train with --weights=none).",
     )
     # Optimisation.
-    batch_size: int = _field(64, "Training batch size (global, over all devices).")
+    batch_size: int = _field(32, "Training batch size (global, over all devices).")
     eval_batch_size: int = _field(256, "Batch size for validation and test predictions.")
     optimizer: str = _field("adamw", "adamw, adam or sgd.")
     weight_decay: float = _field(1e-4, "Decoupled weight decay (all optimizers).")
@@ -67,7 +71,9 @@ class Config:
         "(flips, rotation +-10 degrees, zoom +-10 %, contrast +-10 %).",
     )
     class_weight: str = _field("none", "none or balanced (weights inverse to class frequency).")
-    patience: int = _field(0, "Early stopping: epochs without val AUC gain per phase; 0 = off.")
+    patience: int = _field(
+        0, "Early stopping: epochs without a gain of the --select_on metric per phase; 0 = off."
+    )
     divergence_factor: float = _field(
         10.0,
         "Divergence: a training loss above this multiple of min(first-epoch loss, chance-level "
@@ -79,6 +85,16 @@ class Config:
     )
     dropout: float = _field(0.0, "Dropout before the classifier head, in [0, 1).")
     max_steps_per_epoch: int = _field(0, "Cap on training steps per epoch; 0 = full epoch.")
+    select_on: str = _field(
+        "auc",
+        "Validation metric that selects the checkpoint evaluated on test and that --patience "
+        "watches: auc, acc (highest) or loss (lowest).",
+    )
+    tta: str = _field(
+        "none",
+        "Test-time augmentation of the final val/test evaluation: none, or flip (mean "
+        "probability of the image and its horizontal mirror).",
+    )
     # Execution.
     mixed_precision: bool = _field(False, "mixed_bfloat16 compute (head output stays float32).")
     backend: str = _field("auto", "Keras backend: auto, jax, tensorflow or torch.")
@@ -185,6 +201,10 @@ def check(config: Config) -> None:
         _fail("divergence_factor", config.divergence_factor, "use 0 (off) or a number > 1.")
     if config.on_divergence not in ("stop", "warn"):
         _fail("on_divergence", config.on_divergence, "accepted: stop, warn.")
+    if config.select_on not in SELECT_ON:
+        _fail("select_on", config.select_on, f"accepted: {', '.join(SELECT_ON)}.")
+    if config.tta not in TTA:
+        _fail("tta", config.tta, f"accepted: {', '.join(TTA)}.")
     _check_augment(config.augment)
 
 

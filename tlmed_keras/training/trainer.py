@@ -3,7 +3,8 @@
 Phase 1 trains a new head on the frozen backbone; phase 2 unfreezes the backbone (all of
 it or its top N blocks; batch-norm stays in inference mode, see ``models.set_trainable``)
 and trains at a lower rate with warm-up and cosine decay. The model with the best
-validation AUC is selected; the test split is evaluated once, at the end, with it.
+validation AUC (``--select_on``: or ACC, or lowest loss) is selected; the test split is
+evaluated once, at the end, with it (``--tta=flip``: averaged with its mirror image).
 
 ``fit`` runs one epoch at a time so that each epoch gets its own seeded shuffle (a resumed
 run sees the same batches as an uninterrupted one) and so that resuming, early stopping,
@@ -29,6 +30,7 @@ from tlmed_keras import housekeeping, runtime
 from tlmed_keras.data import catalog
 from tlmed_keras.data.preprocess import Preprocess
 from tlmed_keras.errors import CheckpointError, TrainingDivergedError
+from tlmed_keras.reporting.ensemble import with_tta
 from tlmed_keras.training import (
     banner,
     divergence,
@@ -36,6 +38,7 @@ from tlmed_keras.training import (
     losses,
     rundir,
     schedule,
+    selection,
     tb_meta,
 )
 from tlmed_keras.training import callbacks as cb
@@ -370,9 +373,10 @@ def _run_phase(
         )
         state.timings[phase.name] = state.timings.get(phase.name, 0.0) + seconds
         state.history.append(_history_row(phase, epoch, logs, seconds))
-        auc = logs.get("val_auc")
-        if _finite(auc) and (state.best_auc is None or auc > state.best_auc):
-            state.best_auc, state.best_epoch, state.wait = float(auc), epoch + 1, 0
+        # state.best_auc holds the best value of the --select_on metric (val AUC by default).
+        value = selection.selection_value(logs, config.select_on)
+        if selection.improves(value, state.best_auc, config.select_on):
+            state.best_auc, state.best_epoch, state.wait = value, epoch + 1, 0
             state.best = run.save_arrays(
                 f"best-{epoch + 1}.npz", {"model": _variables(model.variables)}
             )
@@ -385,7 +389,10 @@ def _run_phase(
         )
         if config.patience and state.wait >= config.patience and state.epoch < end:
             state.stopped.append(phase.name)
-            say(f"Early stop of phase {phase.index}: no val AUC gain in {state.wait} epochs.")
+            say(
+                f"Early stop of phase {phase.index}: no val {config.select_on} gain in "
+                f"{state.wait} epochs."
+            )
         run.save_state(state)
         run.write_history(state.history)
         if hook is not None:
@@ -608,8 +615,9 @@ def _announce(config, workdir, resolved, s, model, backbone, registry, phases, s
 
 def _finish(config, s, final, state, run, resolved, started) -> dict[str, Any]:
     start = time.perf_counter()
-    val, _, _ = _evaluate(final, s, "val")
-    test, y_test, scores = _evaluate(final, s, "test")
+    evaluated = with_tta(final, s.info.task, config.tta)
+    val, _, _ = _evaluate(evaluated, s, "val")
+    test, y_test, scores = _evaluate(evaluated, s, "test")
     test_seconds = time.perf_counter() - start
     metrics = {
         "model": config.model,
@@ -618,6 +626,8 @@ def _finish(config, s, final, state, run, resolved, started) -> dict[str, Any]:
         "seed": config.seed,
         "image_size": s.preprocess.image_size,
         "weights": config.weights,
+        "select_on": config.select_on,
+        "tta": config.tta,
         "val": _clean(val),
         "test": _clean(test),
         "per_class": mm.per_class_report(y_test, scores, s.info.task, s.info.label_names),

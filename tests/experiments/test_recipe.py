@@ -1,0 +1,53 @@
+"""The general recipe (issue #12): dataset-free, valid for any catalog set, rule written in it."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from tests.experiments.test_flagfiles import parse
+from tlmed_keras.training import config as cfg
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+RECIPE = REPO / "flags" / "recipes" / "mobilenet_v2_torchvision.cfg"
+CANDIDATES = sorted((REPO / "flags" / "recipes" / "candidates").glob("*.cfg"))
+DATASET_FLAGS = ("--data=", "--data_dir=", "--seed=", "--workdir=")
+
+
+def _with_data(path: pathlib.Path, tmp_path: pathlib.Path, data: str) -> pathlib.Path:
+    """A flagfile that nests ``path`` and adds what the user passes on the command line."""
+    wrapper = tmp_path / f"{data}.cfg"
+    wrapper.write_text(f"--flagfile={path}\n--data={data}\n")
+    return wrapper
+
+
+@pytest.mark.parametrize("path", [RECIPE, *CANDIDATES], ids=lambda p: p.name)
+def test_recipe_files_hold_nothing_dataset_specific(path):
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    flags_set = [line for line in lines if line.startswith("--")]
+    assert flags_set and not [f for f in flags_set if f.startswith(DATASET_FLAGS)]
+
+
+@pytest.mark.parametrize("data", ["breastmnist", "retinamnist", "chestmnist", "organamnist"])
+@pytest.mark.parametrize("path", [RECIPE, *CANDIDATES], ids=lambda p: p.name)
+def test_recipe_is_a_valid_config_for_any_catalog_set(path, data, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # ../shared and nested flagfiles are relative to the repository
+    config = parse(_with_data(path, tmp_path, data))
+    cfg.check(config)
+    assert config.data == data and config.model == "mobilenet_v2_torchvision"
+    assert config.weights.endswith("mobilenet_v2-b0353104.pth") and config.size == 28
+
+
+def test_recipe_states_its_decision_rule_and_is_the_chosen_candidate(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    text = RECIPE.read_text()
+    assert "DECISION RULE" in text and "before any" in text
+    recipe = parse(_with_data(RECIPE, tmp_path, "breastmnist")).to_dict()
+    chosen = [
+        p.stem
+        for p in CANDIDATES
+        if {**parse(_with_data(p, tmp_path, "breastmnist")).to_dict(), "tta": recipe["tta"]}
+        == recipe
+    ]
+    assert len(chosen) == 1 and f"Chosen: {chosen[0]}" in text
