@@ -65,7 +65,7 @@ class Config:
     label_smoothing: float = _field(0.0, "Label smoothing of the cross-entropy, in [0, 1).")
     augment: str = _field("none", "Training augmentation of the data pipeline: none, basic, ...")
     class_weight: str = _field("none", "none or balanced (weights inverse to class frequency).")
-    patience: int = _field(0, "Early stopping: epochs without val AUC gain per phase; 0 = off.")
+    patience: int = _field(0, "Early stop: epochs without --select_on val gain per phase; 0 = off.")
     dropout: float = _field(0.0, "Dropout before the classifier head, in [0, 1).")
     max_steps_per_epoch: int = _field(0, "Cap on training steps per epoch; 0 = full epoch.")
     select_on: str = _field(
