@@ -97,9 +97,11 @@ def stage_val() -> None:
     for candidate in CANDIDATES:
         per_data = []
         for data in DATASETS:
-            vals, source = _val_from_runs(data, candidate), "this study"
+            # The rule reuses earlier val numbers where they exist; later final runs of the
+            # chosen candidate do not re-decide it (their val numbers are in val_tta.md).
+            vals, source = _val_from_earlier(data, candidate), "earlier sweep, same flags"
             if vals is None:
-                vals, source = _val_from_earlier(data, candidate), "earlier sweep, same flags"
+                vals, source = _val_from_runs(data, candidate), "this study"
             if vals is None:
                 lines.append(f"| {candidate} | {data} | missing | | | |")
                 continue
