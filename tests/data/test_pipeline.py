@@ -166,7 +166,7 @@ def test_bad_arguments_are_named(breast):
         make_dataset(images, labels, batch_size=0, training=True, **common)
     with pytest.raises(ValueError, match="78 images but 10 labels"):
         make_dataset(images, labels[:10], batch_size=4, training=True, **common)
-    assert make_augmenter(None) == []
+    assert make_augmenter(None) is None
 
 
 def test_model_with_preprocess_matches_the_pipeline(retina):

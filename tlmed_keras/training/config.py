@@ -17,6 +17,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 DISTRIBUTE = ("auto", "none", "data_parallel")
 BATCHNORM = ("auto", "frozen", "train")
 WEIGHTS_KEYWORDS = ("imagenet", "none")
+DATA_SOURCES = ("auto", "memory", "stream")  # as tlmed_keras.data.sources
 
 
 def _field(default: Any, help: str):
@@ -37,6 +38,12 @@ class Config:
     data_dir: str = _field("", "Folder of the MedMNIST npz files; empty = medmnist's ~/.medmnist.")
     download: bool = _field(False, "Download missing dataset files (verified MD5).")
     verify_data: bool = _field(True, "Check the dataset file's MD5 (off only for synthetic files).")
+    data_source: str = _field(
+        "auto",
+        "Where training reads images: memory (every split in RAM, fastest), stream (TFRecord "
+        "shards converted once beside the npz, bounded memory, for 224 px sets), or auto "
+        "(memory when the splits fit comfortably in available RAM; says which and why).",
+    )
     seed: int = _field(0, "Seed for weights init, shuffling, dropout and augmentation.")
     # Phase 1: a new head on the frozen backbone.
     head_epochs: int = _field(5, "Phase 1 epochs (new head, frozen backbone); 0 skips it.")
@@ -167,6 +174,8 @@ def check(config: Config) -> None:
     if config.distribute not in DISTRIBUTE:
         _fail("distribute", config.distribute, f"accepted: {', '.join(DISTRIBUTE)}.")
     _check_augment(config.augment)
+    if config.data_source not in DATA_SOURCES:
+        _fail("data_source", config.data_source, f"accepted: {', '.join(DATA_SOURCES)}.")
 
 
 def _check_augment(augment: str) -> None:
