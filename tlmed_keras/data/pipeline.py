@@ -1,12 +1,15 @@
 """The tf.data input pipeline: one split to ``(x float32 [B,S,S,3], y)`` batches.
 
-Two sources share one tail (``_finish``): in-memory arrays (``make_dataset``) and a prepared
-TFDS dataset streamed from disk (``make_dataset_from_tfds``, for the 224 px sets). The tail
-batches first, then maps augmentation and the ``Preprocess`` layer over whole batches (one
+Three sources share one tail (``_finish``): in-memory arrays (``make_dataset``, fed by row
+index straight from numpy: no copy of the split into TensorFlow, however many epochs), the
+trainer's TFRecord shards streamed from disk (``make_stream_dataset``, see ``shards``; for
+the 224 px sets) and a prepared TFDS dataset (``make_dataset_from_tfds``). The tail batches
+first, then maps augmentation and the ``Preprocess`` layer over whole batches (one
 vectorised op per batch instead of per image), in parallel, and prefetches.
 
 Augmentation runs on raw pixels (float, 0-255, the stored resolution) before ``Preprocess``:
-cheaper than at 224 px, and ``RandomContrast`` clips to the 0-255 range it expects.
+cheaper than at 224 px. It is stateless (``augment``): batch ``step`` of an epoch gets the
+seed ``(epoch seed, step)``, so a run, a rerun and a resumed run augment alike.
 """
 
 from __future__ import annotations
