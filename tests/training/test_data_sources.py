@@ -4,10 +4,12 @@ exactly, and a run stopped after epoch 1 and resumed ends as the uninterrupted o
 from __future__ import annotations
 
 import csv
+import pathlib
 
 import pytest
 
 from tests.training import tiny_registry
+from tlmed_keras.data import catalog, shards
 from tlmed_keras.training.trainer import train_and_evaluate
 
 
@@ -44,3 +46,17 @@ def test_augmented_runs_repeat_and_resume_exactly(tiny_config, tmp_path, source,
     # Epoch 1 of run c repeats run a (same seed), epoch 2 continues it after the resume.
     assert _losses(tmp_path / "a") == _losses(tmp_path / "c")
     assert resumed["val"] == first["val"] and resumed["test"] == first["test"]
+
+
+def test_damaged_shard_stops_training_naming_the_file(tiny_config, tmp_path):
+    config = tiny_config(data_source="stream", max_steps_per_epoch=1)
+    info = catalog.get_info(config.data, config.size)
+    shard_set = shards.prepare_shards(
+        pathlib.Path(config.data_dir) / info.filename, info, say=lambda *a: None
+    )
+    victim = shard_set.folder / shard_set.splits["train"][0].file
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: found only when read
+    victim.write_bytes(bytes(data))
+    with pytest.raises(shards.CorruptShardError, match=f"Shard {victim} is damaged"):
+        train_and_evaluate(config, tmp_path / "run", registry=tiny_registry, say=lambda *a, **k: 0)
