@@ -44,6 +44,17 @@ flags.DEFINE_enum("backend", "auto", list(runtime.BACKENDS), "Keras backend.")
 flags.DEFINE_string("data", None, "MedMNIST dataset to read (targets use synthetic data if unset).")
 flags.DEFINE_string("data_dir", None, "Folder of the npz files (see python -m tlmed_keras.data).")
 flags.DEFINE_string("augment", None, "Augmentation preset (basic, flip) or none.")
+flags.DEFINE_enum(
+    "data_source",
+    "memory",
+    ["auto", "memory", "stream"],
+    "Images from memory (arrays) or streamed from TFRecord shards (as train's --data_source).",
+)
+flags.DEFINE_list(
+    "num_images",
+    ["4096"],
+    "Synthetic train images; target=memory takes a list (e.g. 2000,8000), others the first.",
+)
 flags.mark_flag_as_required("target")
 
 

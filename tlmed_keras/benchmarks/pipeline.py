@@ -5,7 +5,9 @@ of a real file with ``--data``) through the pipeline exactly as training does (s
 Preprocess to ``--image_size`` x 3 float32, optional augmentation, prefetch) and converts
 every batch to numpy, touching it, so nothing is left lazily unevaluated. ``--source=arrays``
 (default) holds the images in memory (``make_dataset``); ``--source=tfds`` prepares a TFDS
-copy first (untimed) and streams it from disk (``make_dataset_from_tfds``).
+copy first (untimed) and streams it from disk (``make_dataset_from_tfds``);
+``--data_source=stream`` converts the npz into the trainer's TFRecord shards first (untimed)
+and streams them (``make_stream_dataset``), as ``train --data_source=stream`` does.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ def define_flags() -> None:
     """Defines this target's own flags (``bench`` calls it once, before parsing)."""
     flags.DEFINE_enum("channels", "3", ["1", "3"], "Channels of the source images.")
     flags.DEFINE_integer("source_size", 28, "Side of the source images (MedMNIST).")
-    flags.DEFINE_integer("num_images", 4096, "Synthetic images held in memory.")
     flags.DEFINE_string("interpolation", "bilinear", "Resize interpolation.")
     flags.DEFINE_string("normalization", "torch", "Preprocess normalization.")
     flags.DEFINE_enum("source", "arrays", ["arrays", "tfds"], "In-memory arrays or TFDS.")
@@ -38,7 +39,7 @@ def _synthetic_arrays() -> tuple:
 
     name = "breastmnist" if FLAGS.channels == "1" else "bloodmnist"
     info = catalog.get_info(name, FLAGS.source_size)
-    count = FLAGS.num_images
+    count = int(FLAGS.num_images[0])
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(count, *info.image_shape), dtype=np.uint8)
     labels = rng.integers(0, info.num_classes, size=(count, 1), dtype=np.uint8)
@@ -106,6 +107,32 @@ def _tfds_dataset(preprocess, augment: str | None, scratch: str):
     )
 
 
+def _stream_dataset(preprocess, augment: str | None, scratch: str):
+    """The streamed pipeline (``--data_source=stream``): the npz is converted into TFRecord
+    shards first (untimed), as the trainer does once per file."""
+    from tlmed_keras.data import catalog, files, shards
+    from tlmed_keras.data.pipeline import make_stream_dataset
+
+    if FLAGS.data:
+        info = catalog.get_info(FLAGS.data, FLAGS.source_size)
+        path = files.find_or_download(info, FLAGS.data_dir, download=False)
+    else:
+        name = _write_synthetic_npz(scratch)
+        info = catalog.get_info(name, FLAGS.source_size)
+        path = os.path.join(scratch, info.filename)
+    shard_set = shards.prepare_shards(path, info)
+    print(f"source=stream {len(shard_set.splits['train'])} train shards in {shard_set.folder}")
+    return make_stream_dataset(
+        shard_set,
+        "train",
+        batch_size=FLAGS.batch_size,
+        preprocess=preprocess,
+        training=True,
+        augment=augment,
+        drop_remainder=True,
+    )
+
+
 def measure(dataset, steps: int, warmup_steps: int) -> float:
     """Images per second over ``steps`` batches after ``warmup_steps`` untimed ones.
 
@@ -138,6 +165,8 @@ def run() -> tuple[str, float]:
     preprocess = Preprocess(FLAGS.image_size, FLAGS.normalization, FLAGS.interpolation)
     augment = None if (FLAGS.augment or "none").lower() == "none" else FLAGS.augment
     build = _tfds_dataset if FLAGS.source == "tfds" else _arrays_dataset
+    if FLAGS.data_source == "stream":
+        build = _stream_dataset
     with tempfile.TemporaryDirectory(prefix="tlmed_bench_") as scratch:
         dataset = build(preprocess, augment, scratch)
         print(

@@ -132,6 +132,7 @@ def benchmark(
     weights: str = "none",
     augment: str = "none",
     mixed_precision: bool = False,
+    data_source: str = "memory",
     registry=None,
     say=print,
 ) -> dict[str, float]:
@@ -172,6 +173,7 @@ def benchmark(
             augment=augment or "none",
             mixed_precision=mixed_precision,
             distribute="none",
+            data_source=data_source,
         )
         if synthetic:
             write_synthetic_npz(folder, data, source_size, num_train)
@@ -226,10 +228,11 @@ def run() -> tuple[str, float]:
             data_dir=f.data_dir,
             synthetic=not f.data,
             source_size=_flag("source_size", _DEFAULT_SOURCE_SIZE),
-            num_images=_flag("num_images", _DEFAULT_NUM_IMAGES),
+            num_images=int(_flag("num_images", [_DEFAULT_NUM_IMAGES])[0]),
             weights=f.train_weights,
             augment=f.augment or "none",
             mixed_precision=f.train_mixed_precision,
+            data_source=f.data_source,
         )
     except ValueError as e:
         sys.exit(f"tlmed_keras.bench: error: {e}")

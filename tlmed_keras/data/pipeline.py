@@ -1,12 +1,15 @@
 """The tf.data input pipeline: one split to ``(x float32 [B,S,S,3], y)`` batches.
 
-Two sources share one tail (``_finish``): in-memory arrays (``make_dataset``) and a prepared
-TFDS dataset streamed from disk (``make_dataset_from_tfds``, for the 224 px sets). The tail
-batches first, then maps augmentation and the ``Preprocess`` layer over whole batches (one
+Three sources share one tail (``_finish``): in-memory arrays (``make_dataset``, fed by row
+index straight from numpy: no copy of the split into TensorFlow, however many epochs), the
+trainer's TFRecord shards streamed from disk (``make_stream_dataset``, see ``shards``; for
+the 224 px sets) and a prepared TFDS dataset (``make_dataset_from_tfds``). The tail batches
+first, then maps augmentation and the ``Preprocess`` layer over whole batches (one
 vectorised op per batch instead of per image), in parallel, and prefetches.
 
 Augmentation runs on raw pixels (float, 0-255, the stored resolution) before ``Preprocess``:
-cheaper than at 224 px, and ``RandomContrast`` clips to the 0-255 range it expects.
+cheaper than at 224 px. It is stateless (``augment``): batch ``step`` of an epoch gets the
+seed ``(epoch seed, step)``, so a run, a rerun and a resumed run augment alike.
 """
 
 from __future__ import annotations
@@ -14,17 +17,18 @@ from __future__ import annotations
 import math
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from tlmed_keras.data import augment as augmentation
 from tlmed_keras.data.catalog import SPLITS, DatasetInfo
 from tlmed_keras.data.preprocess import Preprocess
 
 AUTOTUNE = tf.data.AUTOTUNE
-AUGMENTATIONS = ("basic", "flip")
+AUGMENTATIONS = augmentation.AUGMENTATIONS
 SHUFFLE_BUFFER_BYTES = 256 << 20  # TFDS source: memory the shuffle buffer may hold
 MAX_SHUFFLE_BUFFER = 10_000
+STREAM_CYCLE = 8  # shards read at once when streaming: parallel reads, mixed order
 
 
 def task_labels(labels: np.ndarray, info: DatasetInfo) -> np.ndarray:
@@ -54,31 +58,14 @@ def _batch_task_labels(labels: tf.Tensor, info: DatasetInfo) -> tf.Tensor:
     return tf.cast(labels, tf.float32 if info.is_multilabel else tf.int32)
 
 
-def make_augmenter(name: str | None, seed: int = 0) -> list[keras.layers.Layer]:
-    """Keras core augmentation layers for raw pixels (float 0-255, ``[B, H, W, C]``).
-
-    "basic": horizontal flip, rotation up to +-10 degrees, zoom +-10 %, contrast +-10 %:
-    mild changes a scanner or a patient's position could produce. "flip": flip only.
-    None: no augmentation.
+def make_augmenter(name: str | None) -> augmentation.Augmenter | None:
+    """``augment(images, seed) -> images`` for preset ``name`` (see ``augment``); None for
+    None. Stateless: a pure function of the seed, so runs and resumes repeat it exactly.
 
     Raises:
         ValueError: an unknown name.
     """
-    if name is None:
-        return []
-    if name not in AUGMENTATIONS:
-        raise ValueError(
-            f"Unknown augmentation {name!r}. Accepted: {', '.join(AUGMENTATIONS)} or None."
-        )
-    layers = keras.layers
-    augmenter = [layers.RandomFlip("horizontal", seed=seed)]
-    if name == "basic":
-        augmenter += [
-            layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1),
-            layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
-            layers.RandomContrast(0.1, value_range=(0, 255), seed=seed + 3),
-        ]
-    return augmenter
+    return augmentation.make_augmenter(name)
 
 
 def default_shuffle_buffer(info: DatasetInfo) -> int:
@@ -100,20 +87,40 @@ def _finish(
     augment: str | None,
     seed: int,
 ) -> tf.data.Dataset:
-    """Shared tail: augmentation (training only), ``Preprocess``, prefetch."""
-    augmenter = make_augmenter(augment, seed) if training else []
+    """Shared tail: augmentation (training only), ``Preprocess``, prefetch.
 
-    def transform(images, labels):
+    Batch ``step`` of an epoch is augmented with the stateless seed ``(seed, step)``:
+    ``seed`` is the epoch's, so augmentation is a pure function of (seed, epoch, step).
+    """
+    augmenter = make_augmenter(augment) if training else None
+
+    def transform(step, batch):
+        images, labels = batch
         x = images
-        if augmenter:
+        if augmenter is not None:
             x = tf.cast(x, tf.float32)
-            if x.shape.rank == 3:  # grayscale without a channel axis; layers need one
+            if x.shape.rank == 3:  # grayscale without a channel axis; the ops need one
                 x = x[..., None]
-            for layer in augmenter:
-                x = layer(x, training=True)
+            x = augmenter(x, tf.stack([tf.constant(seed, tf.int64), step]))
         return preprocess(x), labels
 
-    return batches.map(transform, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return batches.enumerate().map(transform, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def _gather_rows(images: np.ndarray):
+    """``rows -> images[rows]`` inside tf.data, read straight from the numpy array.
+
+    The array is never copied into TensorFlow (no per-epoch constant): each batch copies
+    just its own rows, so memory stays at the arrays' size however many epochs run.
+    """
+    row_shape = images.shape[1:]
+
+    def gather(rows):
+        batch = tf.numpy_function(lambda r: images[r], [rows], tf.uint8, stateful=False)
+        batch.set_shape([None, *row_shape])
+        return batch
+
+    return gather
 
 
 def make_dataset(
@@ -127,6 +134,7 @@ def make_dataset(
     seed: int = 0,
     augment: str | None = None,
     drop_remainder: bool = False,
+    rows: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """A dataset of one split held in memory (``load_arrays(...)[split]``).
 
@@ -144,6 +152,8 @@ def make_dataset(
         seed: shuffling and augmentation seed.
         augment: "basic", "flip" or None (see ``make_augmenter``); ignored unless training.
         drop_remainder: drop the last incomplete batch.
+        rows: the row indices to read, in order (e.g. padded with repeats of the last row
+            to whole batches); None: every row once.
 
     Returns:
         ``tf.data.Dataset`` of ``(x float32 [B,S,S,3], y)``, y as ``task_labels``.
@@ -155,14 +165,16 @@ def make_dataset(
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels: they must match.")
     make_augmenter(augment)  # fail on a bad name now, not inside tf.data tracing
-    all_images = tf.constant(images)
-    all_labels = tf.constant(task_labels(labels, info))
-    order = tf.data.Dataset.range(len(images))
+    all_labels = tf.constant(task_labels(labels, info))  # small: [N] or [N, L]
+    gather = _gather_rows(np.asarray(images))
+    if rows is not None:
+        order = tf.data.Dataset.from_tensor_slices(np.asarray(rows, np.int64))
+    else:
+        order = tf.data.Dataset.range(len(images))
     if training:
         order = order.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     batches = order.batch(batch_size, drop_remainder=drop_remainder).map(
-        lambda rows: (tf.gather(all_images, rows), tf.gather(all_labels, rows)),
-        num_parallel_calls=AUTOTUNE,
+        lambda r: (gather(r), tf.gather(all_labels, r)), num_parallel_calls=AUTOTUNE
     )
     return _finish(batches, preprocess=preprocess, training=training, augment=augment, seed=seed)
 
@@ -222,4 +234,91 @@ def make_dataset_from_tfds(
     batches = examples.batch(
         batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE
     ).map(lambda x, y: (x, _batch_task_labels(y, info)), num_parallel_calls=AUTOTUNE)
+    return _finish(batches, preprocess=preprocess, training=training, augment=augment, seed=seed)
+
+
+def _parse_batch(info: DatasetInfo):
+    """Serialized shard records ``[B]`` -> ``(images uint8 [B, *image_shape], labels)``."""
+    width = info.num_classes if info.is_multilabel else 1
+    features = {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([width], tf.int64),
+    }
+
+    def parse(records):
+        parsed = tf.io.parse_example(records, features)
+        images = tf.io.decode_raw(parsed["image"], tf.uint8)
+        images = tf.reshape(images, [-1, *info.image_shape])
+        labels = parsed["label"] if info.is_multilabel else parsed["label"][:, 0]
+        return images, _batch_task_labels(labels, info)
+
+    return parse
+
+
+def _shard_order(paths: list[str], seed: int) -> list[str]:
+    """The epoch's seeded shard order (numpy: the same on every machine and run)."""
+    order = np.random.default_rng(seed).permutation(len(paths))
+    return [paths[i] for i in order]
+
+
+def make_stream_dataset(
+    shard_set,
+    split: str,
+    *,
+    batch_size: int,
+    preprocess: Preprocess,
+    training: bool,
+    seed: int = 0,
+    augment: str | None = None,
+    drop_remainder: bool = False,
+    shuffle_buffer: int | None = None,
+    num_hosts: int = 1,
+    host_index: int = 0,
+    pad_to: int = 0,
+) -> tf.data.Dataset:
+    """A dataset of one split streamed from its TFRecord shards (``shards.prepare_shards``).
+
+    Training: the shard order is shuffled with ``seed`` (one seed per epoch, as the trainer
+    passes it), shards are read in parallel and interleaved deterministically, and a
+    seeded, bounded shuffle buffer mixes the records: every image once per epoch, the
+    same batches for the same seed (a resumed run repeats them), memory bounded by the
+    buffer. Evaluation keeps the stored order.
+
+    Args:
+        shard_set: the converted shards (``shards.ShardSet``).
+        split: "train", "val" or "test".
+        batch_size, preprocess, training, seed, augment, drop_remainder: as ``make_dataset``.
+        shuffle_buffer: records in the shuffle buffer; None: ``default_shuffle_buffer``.
+        num_hosts, host_index: multi-host: this host reads only every num_hosts-th shard
+            (``batch_size`` is then this host's share of the global batch).
+        pad_to: pad the split with repeats of its first image to this many images
+            (whole evaluation batches; the caller cuts the padding off).
+
+    Raises:
+        ValueError: unknown split, bad batch size or augmentation, too few shards for hosts.
+    """
+    _check_batch_size(batch_size)
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}. Accepted: {', '.join(SPLITS)}.")
+    make_augmenter(augment)
+    info = shard_set.info
+    paths = shard_set.host_paths(split, num_hosts, host_index)
+    if training:
+        paths = _shard_order(paths, seed)
+        records = tf.data.Dataset.from_tensor_slices(paths).interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(paths), STREAM_CYCLE),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+        buffer = shuffle_buffer or default_shuffle_buffer(info)
+        records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+    else:
+        records = tf.data.TFRecordDataset(paths)  # one after another: the stored order
+    padding = pad_to - shard_set.count(split)
+    if padding > 0:
+        records = records.concatenate(records.take(1).repeat(padding))
+    batches = records.batch(batch_size, drop_remainder=drop_remainder).map(
+        _parse_batch(info), num_parallel_calls=AUTOTUNE
+    )
     return _finish(batches, preprocess=preprocess, training=training, augment=augment, seed=seed)

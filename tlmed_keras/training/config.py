@@ -19,6 +19,7 @@ BATCHNORM = ("auto", "frozen", "train")
 WEIGHTS_KEYWORDS = ("imagenet", "none")
 SELECT_ON = ("auc", "acc", "loss")
 TTA = ("none", "flip")
+DATA_SOURCES = ("auto", "memory", "stream")  # as tlmed_keras.data.sources
 
 
 def _field(default: Any, help: str):
@@ -41,6 +42,12 @@ class Config:
         False, "Download missing dataset files (MD5 verified); off by default, as in data/eda."
     )
     verify_data: bool = _field(True, "Check the dataset file's MD5 (off only for synthetic files).")
+    data_source: str = _field(
+        "auto",
+        "Where training reads images: memory (every split in RAM, fastest), stream (TFRecord "
+        "shards converted once beside the npz, bounded memory, for 224 px sets), or auto "
+        "(memory when the splits fit comfortably in available RAM; says which and why).",
+    )
     seed: int = _field(0, "Seed for weights init, shuffling, dropout and augmentation.")
     # Phase 1: a new head on the frozen backbone.
     # Defaults follow flags/recipes/mobilenet_v2_torchvision.cfg (issue #12) where they are
@@ -206,6 +213,8 @@ def check(config: Config) -> None:
     if config.tta not in TTA:
         _fail("tta", config.tta, f"accepted: {', '.join(TTA)}.")
     _check_augment(config.augment)
+    if config.data_source not in DATA_SOURCES:
+        _fail("data_source", config.data_source, f"accepted: {', '.join(DATA_SOURCES)}.")
 
 
 def _check_augment(augment: str) -> None:

@@ -63,15 +63,18 @@ def _spec(registry: Any, name: str) -> Any:
         raise ValueError(f"Bad --model={name!r}: {e}") from e
 
 
-def _load_splits(config: Config):
-    from tlmed_keras.data import load_arrays
+def _load_splits(config: Config, say: Callable[..., None] = print):
+    """The splits from ``--data_source`` (``data.sources``): arrays in memory, or labels in
+    memory and images streamed from TFRecord shards converted once beside the npz."""
+    from tlmed_keras.data import sources
 
-    return load_arrays(
-        config.data,
-        config.size,
+    return sources.load(
+        catalog.get_info(config.data, config.size),
         config.data_dir or None,
+        source=config.data_source,
         download=config.download,
         verify=config.verify_data,
+        say=say,
     )
 
 
@@ -130,8 +133,8 @@ def _prepare(config: Config, registry: Any) -> tuple[Any, catalog.DatasetInfo]:
     return spec, info
 
 
-def _setup(config: Config, spec: Any, info: catalog.DatasetInfo, devices: int) -> _Setup:
-    splits = _load_splits(config)
+def _setup(config: Config, spec: Any, info: catalog.DatasetInfo, devices: int, say=print) -> _Setup:
+    splits = _load_splits(config, say)
     cfg.check_split_sizes(config, splits.sizes())
     preprocess = Preprocess(
         config.image_size or spec.input_size, spec.normalization, config.interpolation
@@ -149,14 +152,20 @@ def _setup(config: Config, spec: Any, info: catalog.DatasetInfo, devices: int) -
     )
 
 
+def _hosts() -> tuple[int, int]:
+    """``(number of hosts, this host's index)`` of a multi-host JAX run; ``(1, 0)`` otherwise."""
+    if keras.backend.backend() != "jax":
+        return 1, 0
+    import jax
+
+    return jax.process_count(), jax.process_index()
+
+
 def _train_dataset(config: Config, s: _Setup, epoch: int):
     from tlmed_keras.data import pipeline
 
     images, labels = s.splits["train"]
-    return pipeline.make_dataset(
-        images,
-        labels,
-        info=s.info,
+    common = dict(
         batch_size=config.batch_size,
         preprocess=s.preprocess,
         training=True,
@@ -164,23 +173,49 @@ def _train_dataset(config: Config, s: _Setup, epoch: int):
         augment=None if config.augment == "none" else config.augment,
         drop_remainder=s.drop_remainder,
     )
+    if isinstance(images, np.ndarray):
+        return pipeline.make_dataset(images, labels, info=s.info, **common)
+    # Streamed: every host reads only its own shards, its share of the global batch; Keras
+    # must then leave the per-host dataset as it is instead of sharding it again.
+    hosts, host = _hosts()
+    if hosts > 1:
+        common["batch_size"] = config.batch_size // hosts
+        keras.distribution.distribution().auto_shard_dataset = False
+    return pipeline.make_stream_dataset(
+        images.shard_set, "train", num_hosts=hosts, host_index=host, **common
+    )
 
 
 def predict_logits(model, images, labels, s: _Setup) -> np.ndarray:
     """Logits of a whole split, in order. The split is padded to whole batches (repeating
-    its last image) so every batch has one shape: one compilation, and batches that split
-    evenly over devices; the padding is cut off."""
+    an image) so every batch has one shape: one compilation, and batches that split
+    evenly over devices; the padding is cut off. The padding is by row index (in memory)
+    or by record (streamed): the split itself is never copied."""
     from tlmed_keras.data import pipeline
 
     n = len(images)
     batch = min(s.eval_batch, -(-n // s.devices) * s.devices)
     pad = (-n) % batch
-    if pad:
-        images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
-        labels = np.concatenate([labels, np.repeat(labels[-1:], pad, axis=0)])
-    ds = pipeline.make_dataset(
-        images, labels, info=s.info, batch_size=batch, preprocess=s.preprocess, training=False
-    )
+    if isinstance(images, np.ndarray):
+        rows = np.concatenate([np.arange(n), np.full(pad, n - 1)])
+        ds = pipeline.make_dataset(
+            images,
+            labels,
+            info=s.info,
+            batch_size=batch,
+            preprocess=s.preprocess,
+            training=False,
+            rows=rows,
+        )
+    else:
+        ds = pipeline.make_stream_dataset(
+            images.shard_set,
+            images.split,
+            batch_size=batch,
+            preprocess=s.preprocess,
+            training=False,
+            pad_to=n + pad,
+        )
     logits = model.predict(ds.map(lambda x, y: x), verbose=0)
     return np.asarray(logits, dtype=np.float32)[:n]
 
@@ -433,6 +468,13 @@ def _evaluate(model, s: _Setup, split: str) -> tuple[dict, np.ndarray, np.ndarra
     return mm.evaluate_scores(y, scores, s.info.task), y, scores
 
 
+def _naming_bad_shard():
+    """A damaged shard (streamed data) stops the run with an error naming the file."""
+    from tlmed_keras.data import shards
+
+    return shards.naming_bad_shard()
+
+
 @contextlib.contextmanager
 def _dtype_policy(mixed: bool):
     previous = keras.config.dtype_policy()
@@ -538,8 +580,12 @@ def _train_locked(
     keras.utils.set_random_seed(config.seed)
     if hasattr(runtime, "enable_determinism"):
         runtime.enable_determinism()
-    with _distribution_scope(config) as devices, _dtype_policy(config.mixed_precision):
-        s = _setup(config, spec, info, devices)
+    with (
+        _distribution_scope(config) as devices,
+        _dtype_policy(config.mixed_precision),
+        _naming_bad_shard(),
+    ):
+        s = _setup(config, spec, info, devices, say)
         resolved = {
             "image_size": s.preprocess.image_size,
             "normalization": s.preprocess.get_config(),

@@ -1,0 +1,168 @@
+"""Streamed mode: the npz converted once into TFRecord shards, read back through tf.data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import synthetic_arrays
+from tlmed_keras.data import catalog, load_arrays, shards, sources
+from tlmed_keras.data.pipeline import make_dataset, make_stream_dataset
+from tlmed_keras.data.preprocess import Preprocess
+
+SIZES = {"train": 60, "val": 12, "test": 10}
+SMALL_SHARDS = 28 * 28 * 3 * 5  # ~5 images a shard: many shards from a tiny file
+UNIT = Preprocess(28, "unit")
+
+
+@pytest.fixture
+def blood(tmp_path):
+    """A synthetic uncompressed bloodmnist npz (RGB, 8 classes) and its catalog entry."""
+    info = catalog.get_info("bloodmnist", 28)
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / info.filename
+    np.savez(path, **synthetic_arrays("bloodmnist", 28, SIZES))
+    return path, info
+
+
+def _prepare(blood, **kwargs):
+    path, info = blood
+    return shards.prepare_shards(
+        path, info, shard_bytes=SMALL_SHARDS, say=lambda *a: None, **kwargs
+    )
+
+
+def _raw(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """All (uint8 images, labels) of a dataset built with "unit" normalisation."""
+    xs, ys = zip(*dataset.as_numpy_iterator(), strict=True)
+    return np.rint(np.concatenate(xs) * 255).astype(np.uint8), np.concatenate(ys)
+
+
+def _keys(images, labels) -> list[bytes]:
+    return sorted(x.tobytes() + bytes([int(y)]) for x, y in zip(images, labels, strict=True))
+
+
+def _stream(shard_set, split="train", **kwargs):
+    options = dict(batch_size=7, preprocess=UNIT, training=True, seed=3)
+    return make_stream_dataset(shard_set, split, **(options | kwargs))
+
+
+def test_streamed_epoch_is_the_in_memory_multiset_and_the_seed_fixes_the_batches(blood):
+    shard_set = _prepare(blood)
+    assert len(shard_set.splits["train"]) >= 8 and shard_set.count("train") == SIZES["train"]
+    arrays = load_arrays("bloodmnist", 28, blood[0].parent, verify=False, cache_dir=None)
+    memory = _raw(
+        make_dataset(*arrays["train"], info=arrays.info, batch_size=7, preprocess=UNIT, training=1)
+    )
+    streamed = _raw(_stream(shard_set))
+    assert _keys(*streamed) == _keys(*memory)
+    assert not np.array_equal(streamed[0], arrays["train"][0])  # shuffled
+    again, other = _raw(_stream(shard_set)), _raw(_stream(shard_set, seed=4))
+    np.testing.assert_array_equal(streamed[0], again[0])  # same seed: the same batches
+    assert not np.array_equal(streamed[0], other[0])  # next epoch's seed: another order
+
+
+def test_evaluation_keeps_the_stored_order_and_pads_to_whole_batches(blood):
+    shard_set = _prepare(blood)
+    images, labels = np.load(blood[0])["val_images"], np.load(blood[0])["val_labels"]
+    x, y = _raw(_stream(shard_set, "val", training=False, batch_size=5, pad_to=15))
+    assert len(x) == 15
+    np.testing.assert_array_equal(x[:12], images)
+    np.testing.assert_array_equal(y[:12], labels[:, 0])
+
+
+def test_hosts_read_disjoint_shards_that_cover_the_split(blood):
+    shard_set = _prepare(blood)
+    parts = [_raw(_stream(shard_set, num_hosts=3, host_index=i)) for i in range(3)]
+    whole = _raw(_stream(shard_set))
+    assert sum(len(p[0]) for p in parts) == SIZES["train"]
+    joined = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    assert _keys(*joined) == _keys(*whole)
+    with pytest.raises(ValueError, match="shards for 99 hosts"):
+        shard_set.host_paths("train", num_hosts=99)
+
+
+def test_second_prepare_reuses_and_a_changed_npz_is_converted_anew(blood):
+    first = _prepare(blood)
+    manifest = first.folder / shards.MANIFEST
+    stamp, before = manifest.stat().st_mtime_ns, json.loads(manifest.read_text())
+    assert _prepare(blood).splits == first.splits
+    assert manifest.stat().st_mtime_ns == stamp  # reused, not rewritten
+    path, _ = blood
+    np.savez(path, **synthetic_arrays("bloodmnist", 28, SIZES, seed=1))
+    second = _prepare(blood)
+    after = json.loads((second.folder / shards.MANIFEST).read_text())
+    assert after["source"]["md5"] != before["source"]["md5"]
+    assert second.splits != first.splits  # new pixels, new checksums
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_conversion_is_never_used_and_is_redone(blood, monkeypatch):
+    path, info = blood
+    real = shards._write_split
+
+    def die_at_val(npz_path, split, *args):
+        if split == "val":
+            raise Interrupted
+        return real(npz_path, split, *args)
+
+    monkeypatch.setattr(shards, "_write_split", die_at_val)
+    with pytest.raises(Interrupted):
+        _prepare(blood)
+    assert not shards.shard_folder(path).exists()
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp folder left
+    # A kill -9 leaves its temp folder behind: the next conversion removes it.
+    leftover = path.parent / f".{shards.shard_folder(path).name}.tmp-999999999-abc"
+    (leftover).mkdir()
+    (leftover / "train-00000-of-00009.tfrecord").write_bytes(b"half")
+    monkeypatch.setattr(shards, "_write_split", real)
+    shard_set = _prepare(blood)
+    assert not leftover.exists()
+    assert shard_set.count("train") == SIZES["train"]
+    # A folder without its manifest (copied halfway, say) is not trusted either.
+    (shard_set.folder / shards.MANIFEST).unlink()
+    assert _prepare(blood).count("val") == SIZES["val"]
+
+
+def test_damaged_shard_is_an_error_naming_the_file(blood):
+    shard_set = _prepare(blood)
+    victim = shard_set.folder / shard_set.splits["train"][2].file
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only reading finds it
+    victim.write_bytes(bytes(data))
+    with (
+        pytest.raises(shards.CorruptShardError, match=str(victim)),
+        shards.naming_bad_shard(),
+    ):
+        for _ in _stream(shard_set):
+            pass
+    victim.write_bytes(bytes(data[:-10]))  # truncated: found when the shards are opened
+    with pytest.raises(shards.CorruptShardError, match=f"{victim}.*Delete"):
+        _prepare(blood)
+
+
+def test_auto_source_says_which_and_why(blood):
+    path, _ = blood
+    size = sources.splits_bytes(path)
+    assert size == sum(n * (28 * 28 * 3 + 1) for n in SIZES.values())
+    source, reason = sources.choose("auto", path, available=100 * size)
+    assert source == "memory" and reason.startswith("data source: memory (auto:")
+    source, reason = sources.choose("auto", path, available=size)
+    assert source == "stream" and "exceed 50% of" in reason
+    assert sources.choose("stream", path)[0] == "stream"
+    with pytest.raises(ValueError, match="Bad --data_source='disk'"):
+        sources.choose("disk", path)
+
+
+def test_read_only_data_folder_puts_shards_in_the_user_cache(blood, tmp_path, monkeypatch):
+    monkeypatch.setenv("TLMED_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(shards.os, "access", lambda path, mode: False)  # as if read-only
+    shard_set = _prepare(blood)
+    assert shard_set.folder.is_relative_to(tmp_path / "cache" / "shards")
+    assert not shards.shard_folder(blood[0]).exists()
+    assert shard_set.count("test") == SIZES["test"]

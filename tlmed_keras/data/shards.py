@@ -1,0 +1,314 @@
+"""A verified npz converted once into TFRecord shards for tf.data (``--data_source=stream``).
+
+    shard_set = prepare_shards(npz_path, info)      # converts once, then reuses
+    records = shard_set.records("train", shuffle_seed=7)
+
+The shards live beside the npz, in ``<file stem>.shards/`` (e.g. ``pathmnist_224.shards/``),
+or, when that folder cannot be written, in ``$TLMED_CACHE`` / ~/.cache/tlmed_keras/shards.
+
+Conversion streams the npz member by member in chunks (``npz.iter_rows``): it never holds a
+split, only one chunk and one shard being written. It writes into a hidden temporary folder
+and renames it into place only when every shard and the manifest are on disk, so an
+interrupted conversion is never used: the next run finds no manifest, removes the leftover
+and converts again. ``manifest.json`` records the source file's MD5 (a changed npz means a
+new conversion) and, per split, each shard's file name, record count, size and SHA-1.
+
+Records are ``tf.train.Example`` with ``image`` (the raw uint8 bytes), ``label`` (int64
+``[L]``, the stored label row) and ``index`` (the row in the npz).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+
+import numpy as np
+
+from tlmed_keras.data import files, npz
+from tlmed_keras.data.catalog import SPLITS, DatasetInfo
+from tlmed_keras.data.errors import MedMNISTFileError
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+SHARD_BYTES = 128 << 20  # image bytes per shard: few open files, enough shards to interleave
+MIN_SHARDS = 8  # per split (when it has that many images): parallel reads, shard-order shuffle
+ROWS_PER_CHUNK = 256
+HASH_CHUNK = 4 << 20
+
+
+class CorruptShardError(MedMNISTFileError, ValueError):
+    """A shard file differs from what its manifest recorded (truncated, changed, damaged)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    file: str
+    count: int
+    bytes: int
+    sha1: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSet:
+    """Converted shards of one npz: ``folder`` holds them and ``manifest.json``."""
+
+    folder: pathlib.Path
+    info: DatasetInfo
+    splits: dict[str, list[Shard]]
+
+    def count(self, split: str) -> int:
+        """Images in ``split``."""
+        return sum(shard.count for shard in self.splits[split])
+
+    def paths(self, split: str) -> list[str]:
+        return [str(self.folder / shard.file) for shard in self.splits[split]]
+
+    def host_paths(self, split: str, num_hosts: int = 1, host_index: int = 0) -> list[str]:
+        """The shard files host ``host_index`` of ``num_hosts`` reads (every num_hosts-th).
+
+        Raises:
+            ValueError: a bad host index, or fewer shards than hosts.
+        """
+        paths = self.paths(split)
+        if not 0 <= host_index < num_hosts:
+            raise ValueError(f"Bad host index {host_index}: must be in 0..{num_hosts - 1}.")
+        if num_hosts > len(paths):
+            raise ValueError(
+                f"{self.folder}: split {split!r} has {len(paths)} shards for {num_hosts} hosts; "
+                "every host needs at least one. Delete the folder and convert again with "
+                "smaller shards (prepare_shards(shard_bytes=...))."
+            )
+        return paths[host_index::num_hosts]
+
+    def verify(self) -> None:
+        """Checks every shard's size and SHA-1 against the manifest (reads every byte).
+
+        Raises:
+            CorruptShardError: naming the first damaged or missing shard.
+        """
+        for split in self.splits:
+            for shard in self.splits[split]:
+                _check_shard(self.folder, shard, full=True)
+
+
+def shard_folder(npz_path: os.PathLike | str) -> pathlib.Path:
+    """Where the shards of ``npz_path`` are kept beside it."""
+    npz_path = pathlib.Path(npz_path)
+    return npz_path.with_name(npz_path.stem + ".shards")
+
+
+def fallback_folder(source_md5: str) -> pathlib.Path:
+    """Shard folder in the user's cache, for an npz whose folder is read-only."""
+    return files.md5_cache_dir().parent / "shards" / source_md5
+
+
+def _sha1(path: pathlib.Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_shard(folder: pathlib.Path, shard: Shard, full: bool) -> None:
+    path = folder / shard.file
+    remedy = f"Delete {folder} and run again to convert the npz anew."
+    if not path.is_file():
+        raise CorruptShardError(f"Shard {path} is missing. {remedy}")
+    size = path.stat().st_size
+    if size != shard.bytes:
+        raise CorruptShardError(
+            f"Shard {path} is damaged: {size} bytes, the manifest says {shard.bytes}. {remedy}"
+        )
+    if full and _sha1(path) != shard.sha1:
+        raise CorruptShardError(
+            f"Shard {path} is damaged: its SHA-1 differs from the manifest's. {remedy}"
+        )
+
+
+def _read_manifest(folder: pathlib.Path, info: DatasetInfo, source_md5: str) -> ShardSet | None:
+    """The folder's shards when its manifest is complete and of this source, else None."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("format") != FORMAT or manifest.get("source", {}).get("md5") != source_md5:
+        return None
+    splits = {split: [Shard(**shard) for shard in manifest["splits"][split]] for split in SPLITS}
+    shard_set = ShardSet(folder, info, splits)
+    for split in SPLITS:  # cheap: sizes only; read_error_hint checks the bytes
+        for shard in splits[split]:
+            _check_shard(folder, shard, full=False)
+    return shard_set
+
+
+def _num_shards(count: int, row_bytes: int, shard_bytes: int) -> int:
+    return max(math.ceil(count * row_bytes / shard_bytes), min(MIN_SHARDS, count), 1)
+
+
+def _example(image: np.ndarray, label: np.ndarray, index: int) -> bytes:
+    import tensorflow as tf
+
+    feature = tf.train.Feature
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "image": feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+                "label": feature(int64_list=tf.train.Int64List(value=label.tolist())),
+                "index": feature(int64_list=tf.train.Int64List(value=[index])),
+            }
+        )
+    ).SerializeToString()
+
+
+def _write_split(npz_path, split: str, info, temp: pathlib.Path, shard_bytes: int, bar):
+    """Writes ``split``'s shards into ``temp``; returns their manifest entries."""
+    import tensorflow as tf
+
+    labels = npz.read_array(npz_path, f"{split}_labels")
+    npz.validate_labels(labels, info, f"{npz_path}:{split}_labels")
+    count = len(labels)
+    total = _num_shards(count, math.prod(info.image_shape), shard_bytes)
+    bounds = [round(i * count / total) for i in range(total + 1)]
+    shards, writer, current, index = [], None, -1, 0
+    try:
+        for chunk in npz.iter_rows(npz_path, f"{split}_images", ROWS_PER_CHUNK):
+            for image in chunk:
+                while index >= bounds[current + 1]:  # next shard
+                    if writer is not None:
+                        writer.close()
+                    current += 1
+                    name = f"{split}-{current:05d}-of-{total:05d}.tfrecord"
+                    shards.append(name)
+                    writer = tf.io.TFRecordWriter(str(temp / name))
+                writer.write(_example(image, labels[index], index))
+                index += 1
+            bar.update(len(chunk))
+    finally:
+        if writer is not None:
+            writer.close()
+    entries = []
+    for name in shards:
+        path = temp / name
+        rows = bounds[shards.index(name) + 1] - bounds[shards.index(name)]
+        entries.append(Shard(name, rows, path.stat().st_size, _sha1(path)))
+    return entries
+
+
+def _remove_leftovers(parent: pathlib.Path, prefix: str) -> None:
+    """Deletes temporary folders of conversions that were interrupted (their process is gone)."""
+    for leftover in parent.glob(f"{prefix}*"):
+        pid = leftover.name.removeprefix(prefix).split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # another process is converting right now
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _convert(npz_path, info, folder: pathlib.Path, source_md5: str, shard_bytes, say):
+    from tqdm.auto import tqdm
+
+    prefix = f".{folder.name}.tmp-"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(folder.parent, prefix)
+    temp = pathlib.Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{prefix}{os.getpid()}-"))
+    headers = npz.read_headers(npz_path)
+    total = sum(headers[f"{split}_images"].shape[0] for split in SPLITS)
+    say(f"Converting {npz_path} into TFRecord shards in {folder} (once; later runs reuse them).")
+    try:
+        with tqdm(total=total, unit="img", desc=f"shards {info.name}_{info.size}") as bar:
+            splits = {
+                split: _write_split(npz_path, split, info, temp, shard_bytes, bar)
+                for split in SPLITS
+            }
+        manifest = {
+            "format": FORMAT,
+            "source": {"file": pathlib.Path(npz_path).name, "md5": source_md5},
+            "dataset": {"name": info.name, "size": info.size},
+            "splits": {s: [dataclasses.asdict(x) for x in shards] for s, shards in splits.items()},
+        }
+        (temp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        if folder.exists():  # stale or from another source: replaced only now, whole
+            shutil.rmtree(folder)
+        os.replace(temp, folder)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return ShardSet(folder, info, splits)
+
+
+def prepare_shards(
+    npz_path: os.PathLike | str,
+    info: DatasetInfo,
+    *,
+    folder: os.PathLike | str | None = None,
+    shard_bytes: int = SHARD_BYTES,
+    say=print,
+) -> ShardSet:
+    """The TFRecord shards of the (already verified) npz, converted first when needed.
+
+    Args:
+        npz_path: the MedMNIST npz (checked by ``files``/``npz`` beforehand).
+        info: its catalog entry.
+        folder: where the shards go; None: ``shard_folder(npz_path)``, or the user cache
+            when the npz's folder is read-only.
+        shard_bytes: image bytes per shard (at least ``MIN_SHARDS`` shards per split).
+        say: where the one-line conversion notice goes.
+
+    Raises:
+        CorruptShardError: a shard of a finished conversion has the wrong size or is gone.
+        The errors of ``npz`` for a bad file.
+    """
+    npz_path = pathlib.Path(npz_path)
+    npz.validate_headers(npz.read_headers(npz_path), info, npz_path)
+    source_md5 = files.cached_md5(npz_path)
+    if folder is None:
+        folder = shard_folder(npz_path)
+        if not os.access(folder.parent, os.W_OK) and not folder.exists():
+            folder = fallback_folder(source_md5)
+    folder = pathlib.Path(folder)
+    found = _read_manifest(folder, info, source_md5)
+    if found is None:
+        found = _convert(npz_path, info, folder, source_md5, shard_bytes, say)
+    _OPENED[found.folder] = found
+    return found
+
+
+_OPENED: dict[pathlib.Path, ShardSet] = {}  # shard sets this process read, for errors
+
+
+@contextlib.contextmanager
+def naming_bad_shard():
+    """Turns TensorFlow's "corrupted record at N" (which names no file) while reading
+    shards into a CorruptShardError naming the damaged shard, found by checking the shards
+    this process opened against their manifests."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.DataLossError as err:
+        if not _OPENED:
+            raise
+        for shard_set in list(_OPENED.values()):
+            shard_set.verify()  # raises, naming the file
+        raise CorruptShardError(
+            f"Reading the shards in {', '.join(str(f) for f in _OPENED)} failed "
+            f"({str(err).strip().splitlines()[0][-120:]}), yet every shard matches its "
+            "manifest. Delete the shard folder and run again to convert anew."
+        ) from err
