@@ -136,8 +136,11 @@ def test_cli_refuses_a_non_image_before_tensorflow_loads(tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120
     )
-    assert "EXIT tlmed_keras.predict: error:" in done.stdout, done.stderr
-    assert "report.pdf" in done.stdout and "not an image" in done.stdout
+    # cli.run: one line on stderr, exit 2 (a bad argument), and TensorFlow never imported.
+    assert "EXIT 2" in done.stdout, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("tlmed_keras.predict: error:"), done.stderr
+    assert "report.pdf" in errors[0] and "not an image" in errors[0]
     assert "TF False False" in done.stdout
 
 

@@ -286,29 +286,37 @@ def prepare_shards(
     found = _read_manifest(folder, info, source_md5)
     if found is None:
         found = _convert(npz_path, info, folder, source_md5, shard_bytes, say)
-    _OPENED[found.folder] = found
+    for opened in _OPENED_IN_SCOPE:
+        opened[found.folder] = found
     return found
 
 
-_OPENED: dict[pathlib.Path, ShardSet] = {}  # shard sets this process read, for errors
+# One dict per active ``naming_bad_shard`` block: the shard sets opened inside it. Only those
+# are checked on a read error (a damaged set opened earlier in the process, by another run or
+# test, must not be blamed).
+_OPENED_IN_SCOPE: list[dict[pathlib.Path, ShardSet]] = []
 
 
 @contextlib.contextmanager
-def naming_bad_shard():
+def naming_bad_shard(*shard_sets: ShardSet):
     """Turns TensorFlow's "corrupted record at N" (which names no file) while reading
-    shards into a CorruptShardError naming the damaged shard, found by checking the shards
-    this process opened against their manifests."""
+    shards into a CorruptShardError naming the damaged shard, found by checking against
+    their manifests the ``shard_sets`` given and those opened inside this block."""
     import tensorflow as tf
 
+    opened: dict[pathlib.Path, ShardSet] = {s.folder: s for s in shard_sets}
+    _OPENED_IN_SCOPE.append(opened)
     try:
         yield
     except tf.errors.DataLossError as err:
-        if not _OPENED:
+        if not opened:
             raise
-        for shard_set in list(_OPENED.values()):
+        for shard_set in list(opened.values()):
             shard_set.verify()  # raises, naming the file
         raise CorruptShardError(
-            f"Reading the shards in {', '.join(str(f) for f in _OPENED)} failed "
+            f"Reading the shards in {', '.join(str(f) for f in opened)} failed "
             f"({str(err).strip().splitlines()[0][-120:]}), yet every shard matches its "
             "manifest. Delete the shard folder and run again to convert anew."
         ) from err
+    finally:
+        _OPENED_IN_SCOPE.remove(opened)

@@ -78,7 +78,9 @@ def device_names() -> list[str]:
 
     try:
         devices = [str(d) for d in keras.distribution.list_devices()]
-    except (NotImplementedError, RuntimeError, ValueError):
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+        # Keras has no distribution library for the torch backend (list_devices then fails
+        # with an AttributeError): the banner names the CPU instead.
         devices = []
     if not devices or all("cpu" in d.lower() for d in devices):
         cores = os.cpu_count() or 1
