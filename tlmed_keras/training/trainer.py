@@ -412,7 +412,7 @@ def _run_phase(phase: schedule.Phase, t: _Training) -> None:
         )
         state.timings[phase.name] = state.timings.get(phase.name, 0.0) + seconds
         state.history.append(_history_row(phase, epoch, logs, seconds))
-        _select(epoch, logs, t)
+        _select(epoch + 1, logs, t)
         _end_epoch(phase, epoch + 1, end, optimizer, t)
         if diverged:
             _on_divergence(diverged, phase, config, t.job.say)
@@ -420,23 +420,24 @@ def _run_phase(phase: schedule.Phase, t: _Training) -> None:
             break
 
 
-def _select(epoch: int, logs: dict, t: _Training) -> None:
-    """Keeps the epoch's weights when its ``--select_on`` value is the best so far."""
+def _select(done: int, logs: dict, t: _Training) -> None:
+    """Keeps the weights after epoch ``done`` (1-based) when its ``--select_on`` value is the
+    best so far."""
     state, select_on = t.state, t.job.config.select_on
     # state.best_auc holds the best value of the --select_on metric (val AUC by default).
     value = selection.selection_value(logs, select_on)
     if selection.improves(value, state.best_auc, select_on):
-        state.best_auc, state.best_epoch, state.wait = value, epoch + 1, 0
+        state.best_auc, state.best_epoch, state.wait = value, done, 0
         state.best = t.job.run.save_arrays(
-            f"best-{epoch + 1}.npz", {"model": _variables(t.model.variables)}
+            f"best-{done}.npz", {"model": _variables(t.model.variables)}
         )
     else:
         state.wait += 1
 
 
 def _end_epoch(phase: schedule.Phase, done: int, end: int, optimizer, t: _Training) -> None:
-    """Checkpoints the ``done`` epochs, decides early stopping, writes state and history,
-    then calls the epoch-end hook."""
+    """Checkpoints the ``done`` epochs, stops the phase early (before ``end``, its last) when
+    ``--patience`` says so, writes state and history, then calls the epoch-end hook."""
     config, run, state = t.job.config, t.job.run, t.state
     state.epoch = done
     state.checkpoint = run.save_arrays(
@@ -548,7 +549,7 @@ def train_and_evaluate(
         metrics = run.read_metrics()
         say(
             f"{workdir} holds a finished run with these flags; not retraining. "
-            f"test ACC {metrics['test']['acc']:.4f} AUC {metrics['test']['auc']:.4f}."
+            f"test {_scores_text(metrics['test'])}."
         )
         for line in banner.next_steps(workdir):
             say(line)
@@ -632,7 +633,7 @@ def _train_locked(job: _Job, spec: Any, info: catalog.DatasetInfo, replacing: st
         metrics = _finish(job, s, final, state, resolved, started)
     say(
         f"Done: best val AUC {metrics['val']['auc']:.4f} (epoch {state.best_epoch}); "
-        f"test ACC {metrics['test']['acc']:.4f} AUC {metrics['test']['auc']:.4f}. -> {workdir}"
+        f"test {_scores_text(metrics['test'])}. -> {workdir}"
     )
     for line in banner.next_steps(workdir):
         say(line)
@@ -689,6 +690,11 @@ def _finish(
     run.write_metrics(metrics)
     run.mark_done()
     return metrics
+
+
+def _scores_text(scores: dict[str, float]) -> str:
+    """``ACC 0.9000 AUC 0.9500``: a split's metrics.json entry (``metrics.evaluate_scores``)."""
+    return " ".join(f"{name.upper()} {value:.4f}" for name, value in scores.items())
 
 
 def _clean(d: dict) -> dict:
