@@ -80,3 +80,59 @@ def test_per_class_report_names_and_values():
 def test_row_mismatch_is_an_error():
     with pytest.raises(ValueError, match="rows"):
         metrics.medmnist_acc(np.zeros((3, 1)), np.zeros((4, 2)), "binary-class")
+
+
+# --- per-class numbers: one computation, two formats (metrics.json and evaluate's report) ---
+
+
+def _with_empty_class(task, num_classes):
+    """Predictions where class/label 1 is never true and never predicted (0 / 0 ratios)."""
+    y, score = _predictions(task, num_classes, n=60)
+    if task == metrics.MULTILABEL:
+        y[:, 1], score[:, 1] = 0, 0.1
+    else:
+        y[y == 1] = 0
+        score[:, 1] = 0.0
+    return y, score
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_evaluate_per_class_equals_scikit_learn(task):
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from tlmed_keras.reporting.evaluation import evaluate_scores, predictions
+
+    y, score = _with_empty_class(task, TASKS[task])
+    names = [f"c{i}" for i in range(TASKS[task])]
+    table = evaluate_scores(y, score, task=task, label_names=names).per_class
+    y_true = y if task == metrics.MULTILABEL else y.reshape(-1)
+    expected = precision_recall_fscore_support(
+        y_true,
+        predictions(score, task),
+        labels=list(range(len(names))),
+        average=None,
+        zero_division=0,
+    )
+    for key, values in zip(("precision", "recall", "f1", "support"), expected, strict=True):
+        assert [table[n][key] for n in names] == values.tolist(), key  # the same floats
+    assert list(table["c0"]) == ["precision", "recall", "f1", "support", "auc"]
+    assert table["c1"]["auc"] is None and table["c1"]["f1"] == 0.0
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_metrics_json_per_class_keys_and_undefined_values(task):
+    y, score = _with_empty_class(task, TASKS[task])
+    names = [f"c{i}" for i in range(TASKS[task])]
+    report = metrics.per_class_report(y, score, task, names)
+    counts = metrics.class_counts(y, score, task)
+    if task == metrics.MULTILABEL:
+        assert list(report["c0"]) == ["auc", "acc", "support"]
+        assert report["c1"] == {"auc": None, "acc": 1.0, "support": 0}
+        decided = score[:, 0] > 0.5
+        assert report["c0"]["acc"] == pytest.approx(float((decided == (y[:, 0] == 1)).mean()))
+    else:
+        assert list(report["c0"]) == ["auc", "recall", "precision", "support"]
+        assert report["c1"] == {"auc": None, "recall": None, "precision": None, "support": 0}
+        true0, pred0 = y[:, 0] == 0, score.argmax(axis=-1) == 0
+        assert report["c0"]["recall"] == pytest.approx((true0 & pred0).sum() / true0.sum())
+    assert [r["support"] for r in report.values()] == counts.support.tolist()

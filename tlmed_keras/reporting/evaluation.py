@@ -4,12 +4,10 @@ precision / recall / F1 / support / AUC, the confusion matrix, and a readable su
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix
-from sklearn.metrics import precision_recall_fscore_support as prfs
 
 from tlmed_keras.training import metrics as mm
 
@@ -41,16 +39,28 @@ class Evaluation:
             "split": self.split,
             "task": self.task,
             "num_images": int(len(self.scores)),
-            "acc": _clean(self.acc),
-            "auc": _clean(self.auc),
+            "acc": mm.json_float(self.acc),
+            "auc": mm.json_float(self.auc),
             "per_class": self.per_class,
             "confusion_matrix": self.confusion.tolist(),
             "label_names": list(self.label_names),
         }
 
 
-def _clean(value) -> float | None:
-    return None if value is None or math.isnan(value) else float(value)
+def per_class_table(counts: mm.ClassCounts, names) -> dict[str, dict[str, float | int | None]]:
+    """The report's per-class entry (scikit-learn's keys and its ``zero_division=0``: 0.0
+    where nothing was predicted or nothing is true); metrics.json's is
+    ``training.metrics.per_class_report``, from the same counts."""
+    return {
+        name: {
+            "precision": counts.precision(i, undefined=0.0),
+            "recall": counts.recall(i, undefined=0.0),
+            "f1": counts.f1(i, undefined=0.0),
+            "support": int(counts.support[i]),
+            "auc": mm.json_float(counts.auc[i]),
+        }
+        for i, name in enumerate(names)
+    }
 
 
 def predictions(scores: np.ndarray, task: str) -> np.ndarray:
@@ -88,20 +98,7 @@ def evaluate_scores(
     else:
         y_true = y_true.reshape(-1).astype(np.int64)
         confusion = confusion_matrix(y_true, y_pred, labels=classes)
-    precision, recall, f1, support = prfs(
-        y_true, y_pred, labels=classes, average=None, zero_division=0
-    )
-    aucs = mm.per_class_auc(y_true, scores, task)
-    per_class = {
-        name: {
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1": float(f1[i]),
-            "support": int(support[i]),
-            "auc": _clean(aucs[i]),
-        }
-        for i, name in enumerate(names)
-    }
+    per_class = per_class_table(mm.class_counts(y_true, scores, task, THRESHOLD), names)
     return Evaluation(
         dataset=dataset,
         split=split,

@@ -1,9 +1,10 @@
-"""Keras callbacks of the fine-tuning loop.
+"""Keras callbacks of the fine-tuning loop. Metric names come from ``epoch_metrics``.
 
-- ``ValidationMetrics``: MedMNIST ACC/AUC and the loss on the *full* validation predictions
-  at each epoch's end (not batch averages), written into the epoch logs as ``val_*``.
+- ``ValidationMetrics``: ``compute_metrics`` (the loss and MedMNIST ACC/AUC) on the *full*
+  validation predictions at each epoch's end (not batch averages), written into the epoch
+  logs as ``val_*``.
 - ``LearningRateLogger``: the optimizer's current learning rate into the logs.
-- ``ScalarWriter``: loss, ACC, AUC and learning rate per epoch to TensorBoard, train and
+- ``ScalarWriter``: every metric and the learning rate per epoch to TensorBoard, train and
   validation, with the global epoch as step (both phases on one timeline).
 - ``PhaseProgbar``: Keras' progress bar that counts epochs over the whole phase although the
   trainer calls ``fit`` one epoch at a time.
@@ -20,16 +21,24 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from tlmed_keras.training import epoch_metrics as em
 from tlmed_keras.training import metrics as mm
 from tlmed_keras.training.losses import mean_loss
 from tlmed_keras.training.schedule import current_lr
 
-SCALARS = ("loss", "acc", "auc", "learning_rate")
+
+def compute_metrics(
+    y_true: np.ndarray, logits: np.ndarray, task: str, loss_fn: Callable
+) -> dict[str, float]:
+    """The metrics dict of one split's full predictions, keys ``epoch_metrics.METRICS``: the
+    mean ``loss_fn`` and MedMNIST ACC and AUC (``metrics.evaluate_scores``)."""
+    scores = mm.probabilities(logits, task)
+    return {"loss": mean_loss(loss_fn, y_true, logits), **mm.evaluate_scores(y_true, scores, task)}
 
 
 class ValidationMetrics(keras.callbacks.Callback):
-    """Predicts the validation split at each epoch's end and adds ``val_loss``, ``val_acc``
-    and ``val_auc`` (MedMNIST definitions) to the logs.
+    """Predicts the validation split at each epoch's end and adds its ``compute_metrics``
+    to the logs as ``val_<name>`` (``val_loss``, ``val_acc``, ``val_auc``).
 
     Args:
         predict: ``model -> logits [N, C]`` of the validation split (in order).
@@ -47,14 +56,11 @@ class ValidationMetrics(keras.callbacks.Callback):
         if logs is None:
             return
         if not math.isfinite(float(logs.get("loss", 0.0))):
-            logs.update(val_loss=math.nan, val_acc=math.nan, val_auc=math.nan)
+            logs.update(em.val_logs(em.undefined()))
             return
         logits = self.predict(self.model)
         self.last_logits = logits
-        scores = mm.probabilities(logits, self.task)
-        logs["val_loss"] = mean_loss(self.loss_fn, self.y_true, logits)
-        logs["val_acc"] = mm.medmnist_acc(self.y_true, scores, self.task)
-        logs["val_auc"] = mm.medmnist_auc(self.y_true, scores, self.task)
+        logs.update(em.val_logs(compute_metrics(self.y_true, logits, self.task, self.loss_fn)))
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -66,8 +72,9 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 
 class ScalarWriter(keras.callbacks.Callback):
-    """TensorBoard scalars ``epoch_{loss,acc,auc,learning_rate}`` under ``logdir/train`` and
-    ``logdir/validation`` (Keras' TensorBoard layout), step = global epoch index.
+    """TensorBoard scalars ``epoch_<metric>`` (``epoch_metrics.by_split``: loss, acc, auc,
+    and learning_rate with train) under ``logdir/train`` and ``logdir/validation`` (Keras'
+    TensorBoard layout), step = global epoch index.
 
     One writer pair for the whole run (the trainer calls ``fit`` once per epoch); call
     ``close()`` at the end.
@@ -84,13 +91,10 @@ class ScalarWriter(keras.callbacks.Callback):
         }
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        for split, prefix in (("train", ""), ("validation", "val_")):
+        for split, values in em.by_split(logs or {}).items():
             with self.writers[split].as_default():
-                for name in SCALARS:
-                    value = logs.get(prefix + name)
-                    if value is not None:
-                        self._tf.summary.scalar(f"epoch_{name}", float(value), step=epoch)
+                for name, value in values.items():
+                    self._tf.summary.scalar(f"epoch_{name}", value, step=epoch)
             self.writers[split].flush()
 
     def close(self):
@@ -123,15 +127,9 @@ class EpochSummary(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-
-        def f(key):
-            value = logs.get(key)
-            return "n/a" if value is None else f"{float(value):.4f}"
-
         self.printer(
             f"[{self.phase_label}] epoch {epoch + 1}/{self.total_epochs}: "
-            f"loss {f('loss')} acc {f('acc')} auc {f('auc')} | val loss {f('val_loss')} "
-            f"acc {f('val_acc')} auc {f('val_auc')} | lr {logs.get('learning_rate', 0):.3g} "
+            f"{em.summary_text(logs)} | lr {logs.get(em.LEARNING_RATE, 0):.3g} "
             f"| {time.perf_counter() - self._start:.1f}s",
             flush=True,
         )

@@ -12,12 +12,14 @@ import math
 import os
 from typing import Any
 
+from tlmed_keras.training import selection
+
 OPTIMIZERS = ("adamw", "adam", "sgd")
 CLASS_WEIGHTS = ("none", "balanced")
 DISTRIBUTE = ("auto", "none", "data_parallel")
 BATCHNORM = ("auto", "frozen", "train")
 WEIGHTS_KEYWORDS = ("imagenet", "none")
-SELECT_ON = ("auc", "acc", "loss")
+SELECT_ON = selection.SELECT_ON
 TTA = ("none", "flip")
 DATA_SOURCES = ("auto", "memory", "stream")  # as tlmed_keras.data.sources
 
@@ -93,7 +95,7 @@ class Config:
     dropout: float = _field(0.0, "Dropout before the classifier head, in [0, 1).")
     max_steps_per_epoch: int = _field(0, "Cap on training steps per epoch; 0 = full epoch.")
     select_on: str = _field(
-        "auc",
+        selection.DEFAULT,
         "Validation metric that selects the checkpoint evaluated on test and that --patience "
         "watches: auc, acc (highest) or loss (lowest).",
     )
@@ -218,12 +220,10 @@ def check(config: Config) -> None:
 
 
 def _check_augment(augment: str) -> None:
-    try:
-        from tlmed_keras.data import pipeline
-    except ImportError:  # data layer not there yet: make_dataset will judge it
-        return
-    accepted = ("none", *getattr(pipeline, "AUGMENTATIONS", ()))
-    if len(accepted) > 1 and augment not in accepted:
+    from tlmed_keras.data import pipeline  # imports Keras: here, after the backend is set
+
+    accepted = ("none", *pipeline.AUGMENTATIONS)
+    if augment not in accepted:
         _fail("augment", augment, f"accepted: {', '.join(accepted)}.")
 
 
@@ -240,16 +240,16 @@ def check_against(config: Config, spec: Any, info: Any) -> None:
             larger than the training split.
     """
     image_size = config.image_size or spec.input_size
-    min_size = getattr(spec, "min_input_size", None) or 1
+    min_size = spec.min_input_size
     if image_size < min_size:
         _fail(
             "image_size",
             config.image_size,
             f"{spec.name} takes inputs of at least {min_size} px (native {spec.input_size}).",
         )
-    blocks = getattr(spec, "num_blocks", None)
+    blocks = spec.num_blocks
     mode = config.unfreeze_mode
-    if isinstance(mode, int) and blocks is not None and mode > blocks:
+    if isinstance(mode, int) and mode > blocks:
         _fail("unfreeze", config.unfreeze, f"{spec.name} has {blocks} blocks; use <= {blocks}.")
     check_split_sizes(config, info.split_sizes)
 

@@ -13,6 +13,7 @@ run; on every input medmnist accepts the results are identical (tests/training/t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -83,35 +84,78 @@ def medmnist_acc(y_true, y_score, task: str, threshold: float = 0.5) -> float:
     return float((y_score.argmax(axis=-1) == y_true).mean())
 
 
-def per_class_report(y_true, y_score, task: str, label_names) -> dict[str, dict[str, float]]:
-    """Per class (or label): AUC, support, and recall / precision (single-label) or accuracy
-    at 0.5 (multi-label). Keys are the catalog's label names."""
+@dataclasses.dataclass(frozen=True)
+class ClassCounts:
+    """What every per-class number of one split is computed from, one entry per class (or
+    label). The trainer's ``per_class_report`` (metrics.json) and ``evaluate``'s report
+    (``reporting.evaluation``) both read these; only their keys differ."""
+
+    auc: np.ndarray  # one-vs-rest (or per-label) AUC; NaN where a class is undefined
+    support: np.ndarray  # true members
+    predicted: np.ndarray  # predicted members: argmax, or score > threshold per label
+    hits: np.ndarray  # true and predicted
+    agreement: np.ndarray  # fraction of rows whose decision equals the truth (per label)
+
+    # ``undefined``: what a ratio with nothing to count is (metrics.json: None, evaluate: 0.0).
+    def precision(self, i: int, undefined=None) -> float | None:
+        return _ratio(self.hits[i], self.predicted[i], undefined)
+
+    def recall(self, i: int, undefined=None) -> float | None:
+        return _ratio(self.hits[i], self.support[i], undefined)
+
+    def f1(self, i: int, undefined=None) -> float | None:
+        """``2 tp / (true + predicted)``: scikit-learn's formula, hence the same float."""
+        return _ratio(2.0 * self.hits[i], self.support[i] + self.predicted[i], undefined)
+
+
+def _ratio(numerator, denominator, undefined):
+    return float(numerator / denominator) if denominator else undefined
+
+
+def class_counts(y_true, y_score, task: str, threshold: float = 0.5) -> ClassCounts:
+    """``ClassCounts`` of probabilities ``y_score`` [N, C] against ``y_true``; decisions are
+    the argmax (single-label) or ``score > threshold`` per label (multi-label)."""
     y_true, y_score = _prepare(y_true, y_score, task)
-    aucs = per_class_auc(y_true, y_score, task)
-    report = {}
+    num_classes = y_score.shape[1]
     if task == MULTILABEL:
-        predicted = y_score > 0.5
-        for i, name in enumerate(label_names):
-            report[name] = {
-                "auc": _clean(aucs[i]),
-                "acc": float((predicted[:, i] == (y_true[:, i] > 0.5)).mean()),
-                "support": int((y_true[:, i] > 0.5).sum()),
-            }
-        return report
-    predicted = y_score.argmax(axis=-1)
+        truth, decided = y_true > 0.5, y_score > threshold
+    else:
+        classes = np.arange(num_classes)
+        truth = y_true[:, None] == classes
+        decided = y_score.argmax(axis=-1)[:, None] == classes
+    return ClassCounts(
+        auc=per_class_auc(y_true, y_score, task),
+        support=truth.sum(axis=0),
+        predicted=decided.sum(axis=0),
+        hits=(truth & decided).sum(axis=0),
+        agreement=(truth == decided).mean(axis=0),
+    )
+
+
+def per_class_report(y_true, y_score, task: str, label_names) -> dict[str, dict[str, float]]:
+    """metrics.json's per-class entry, keyed by the catalog's label names: AUC, support, and
+    recall / precision (single-label; null when undefined) or accuracy at 0.5 (multi-label).
+    """
+    counts = class_counts(y_true, y_score, task)
+    report = {}
     for i, name in enumerate(label_names):
-        true_i, pred_i = y_true == i, predicted == i
-        hits = float((pred_i & true_i).sum())
-        report[name] = {
-            "auc": _clean(aucs[i]),
-            "recall": float(hits / true_i.sum()) if true_i.any() else None,
-            "precision": float(hits / pred_i.sum()) if pred_i.any() else None,
-            "support": int(true_i.sum()),
-        }
+        if task == MULTILABEL:
+            report[name] = {
+                "auc": json_float(counts.auc[i]),
+                "acc": float(counts.agreement[i]),
+                "support": int(counts.support[i]),
+            }
+        else:
+            report[name] = {
+                "auc": json_float(counts.auc[i]),
+                "recall": counts.recall(i),
+                "precision": counts.precision(i),
+                "support": int(counts.support[i]),
+            }
     return report
 
 
-def _clean(value: float) -> float | None:
+def json_float(value: float | None) -> float | None:
     """JSON has no NaN: undefined values become null."""
     return None if value is None or math.isnan(value) else float(value)
 

@@ -48,6 +48,8 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 MODEL_FILE = "model.keras"
+# Keras saves only to a ".keras" name; housekeeping.TEMP_FILE_PATTERNS removes a leftover one.
+MODEL_TEMP_FILE = "model.tmp.keras"
 DONE_FILE = "DONE"
 TB_DIR = "tb"
 CKPT_DIR = "ckpt"
@@ -355,6 +357,13 @@ class RunDir:
         writer.writeheader()
         writer.writerows(rows)
         atomic_write(self.root / HISTORY_FILE, out.getvalue())
+
+    def save_model(self, model) -> None:
+        """Saves ``model`` as model.keras: to ``MODEL_TEMP_FILE``, then renamed (a kill never
+        leaves half a model under the real name)."""
+        temp = self.root / MODEL_TEMP_FILE
+        model.save(temp)
+        os.replace(temp, self.root / MODEL_FILE)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_json(self.root / METRICS_FILE, metrics)

@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tlmed_keras import housekeeping, runtime
+from tlmed_keras import housekeeping
 from tlmed_keras.data import catalog
 from tlmed_keras.data.preprocess import Preprocess
 from tlmed_keras.errors import CheckpointError, TrainingDivergedError
@@ -34,6 +34,7 @@ from tlmed_keras.reporting.ensemble import with_tta
 from tlmed_keras.training import (
     banner,
     divergence,
+    epoch_metrics,
     keras_metrics,
     losses,
     rundir,
@@ -337,31 +338,62 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(float(x))
 
 
+@dataclasses.dataclass
+class _Job:
+    """One ``train_and_evaluate`` call: its arguments, with the run directory opened."""
+
+    config: Config
+    workdir: os.PathLike | str
+    run: rundir.RunDir
+    registry: Any
+    say: Callable[..., None]
+    epoch_end_hook: Callable[[int, schedule.Phase, keras.Model], None] | None
+    verbose: int  # 0, 1 or 2 (see train_and_evaluate)
+
+
+@dataclasses.dataclass
+class _Training:
+    """What the epochs of every phase share (``_run_phase``)."""
+
+    job: _Job
+    setup: _Setup
+    model: keras.Model
+    backbone: keras.Model
+    state: rundir.TrainState
+    writer: cb.ScalarWriter
+
+    @property
+    def total_epochs(self) -> int:
+        return self.job.config.head_epochs + self.job.config.finetune_epochs
+
+
 def _history_row(phase: schedule.Phase, epoch: int, logs: dict, seconds: float) -> dict:
-    row = {"epoch": epoch + 1, "phase": phase.name}
-    for key in ("loss", "acc", "auc", "val_loss", "val_acc", "val_auc", "learning_rate"):
-        value = logs.get(key)
-        row[key] = None if value is None else float(value)
+    row = {"epoch": epoch + 1, "phase": phase.name, **epoch_metrics.epoch_row(logs)}
     row["seconds"] = round(seconds, 3)
     return row
 
 
-def _run_phase(
-    phase, config, s, model, backbone, registry, run, state, writer, total, say, hook, verbose=2
-):
-    """Runs the remaining epochs of ``phase``; updates and checkpoints ``state`` per epoch."""
-    optimizer = _compile(model, backbone, config, phase, s, registry)
+def _start_phase(phase: schedule.Phase, t: _Training):
+    """Compiles ``phase``, marks its start (or restores its optimizer when the run resumes
+    inside it) and returns the optimizer."""
+    config, state, say = t.job.config, t.state, t.job.say
+    optimizer = _compile(t.model, t.backbone, config, phase, t.setup, t.job.registry)
     if max(state.epoch, phase.first_epoch) == phase.first_epoch:  # the phase starts now
         line = banner.phase_start_line(phase, config)
-        tb_meta.mark_phase(writer.writers["train"], phase, line)
-        if verbose:
+        tb_meta.mark_phase(t.writer.writers["train"], phase, line)
+        if t.job.verbose:
             say(line)
     if state.checkpoint and state.phase == phase.name:
-        saved = run.load_arrays(state.checkpoint)
+        saved = t.job.run.load_arrays(state.checkpoint)
         _assign(optimizer.variables, saved["optimizer"], "optimizer")
         say(f"Phase {phase.index} ({phase.name}) continues at epoch {state.epoch + 1}.")
     elif state.phase != phase.name:
         state.phase, state.wait = phase.name, 0
+    return optimizer
+
+
+def _callbacks(phase: schedule.Phase, t: _Training) -> list[keras.callbacks.Callback]:
+    s, verbose = t.setup, t.job.verbose
     val_images, val_labels = s.splits["val"]
     y_val = _task_labels(val_labels, s.info)
     validation = cb.ValidationMetrics(
@@ -369,27 +401,34 @@ def _run_phase(
     )
     label = f"phase {phase.index} {phase.name}"
     # --verbose: 1 = Keras' bar (its last update holds the epoch's metrics), 2 = our line.
-    callbacks = [
+    return [
         keras.callbacks.TerminateOnNaN(),
         validation,
         cb.LearningRateLogger(),
-        *([cb.PhaseProgbar(total)] if verbose == 1 else []),
-        writer,
-        *([cb.EpochSummary(label, total, printer=say)] if verbose == 2 else []),
+        *([cb.PhaseProgbar(t.total_epochs)] if verbose == 1 else []),
+        t.writer,
+        *([cb.EpochSummary(label, t.total_epochs, printer=t.job.say)] if verbose == 2 else []),
     ]
+
+
+def _run_phase(phase: schedule.Phase, t: _Training) -> None:
+    """Runs the remaining epochs of ``phase``; updates and checkpoints ``t.state`` per epoch."""
+    config, s, state = t.job.config, t.setup, t.state
+    optimizer = _start_phase(phase, t)
+    callbacks = _callbacks(phase, t)
     end = phase.first_epoch + phase.epochs
     # A phase starts at its first epoch even when the one before stopped early.
     state.epoch = max(state.epoch, phase.first_epoch)
     for epoch in range(state.epoch, end):
         start = time.perf_counter()
-        history = model.fit(
+        history = t.model.fit(
             _train_dataset(config, s, epoch),
             epochs=epoch + 1,
             initial_epoch=epoch,
             steps_per_epoch=s.steps,
             callbacks=callbacks,
             shuffle=False,  # the pipeline shuffles, seeded per epoch
-            verbose=1 if verbose == 1 else 0,
+            verbose=1 if t.job.verbose == 1 else 0,
         )
         logs = {k: v[-1] for k, v in history.history.items()}
         if not _finite(logs.get("loss")):
@@ -408,34 +447,48 @@ def _run_phase(
         )
         state.timings[phase.name] = state.timings.get(phase.name, 0.0) + seconds
         state.history.append(_history_row(phase, epoch, logs, seconds))
-        # state.best_auc holds the best value of the --select_on metric (val AUC by default).
-        value = selection.selection_value(logs, config.select_on)
-        if selection.improves(value, state.best_auc, config.select_on):
-            state.best_auc, state.best_epoch, state.wait = value, epoch + 1, 0
-            state.best = run.save_arrays(
-                f"best-{epoch + 1}.npz", {"model": _variables(model.variables)}
-            )
-        else:
-            state.wait += 1
-        state.epoch = epoch + 1
-        state.checkpoint = run.save_arrays(
-            f"ckpt-{epoch + 1}.npz",
-            {"model": _variables(model.variables), "optimizer": _variables(optimizer.variables)},
-        )
-        if config.patience and state.wait >= config.patience and state.epoch < end:
-            state.stopped.append(phase.name)
-            say(
-                f"Early stop of phase {phase.index}: no val {config.select_on} gain in "
-                f"{state.wait} epochs."
-            )
-        run.save_state(state)
-        run.write_history(state.history)
-        if hook is not None:
-            hook(state.epoch, phase, model)
+        _select(epoch + 1, logs, t)
+        _end_epoch(phase, epoch + 1, end, optimizer, t)
         if diverged:
-            _on_divergence(diverged, phase, config, say)
+            _on_divergence(diverged, phase, config, t.job.say)
         if phase.name in state.stopped:
             break
+
+
+def _select(done: int, logs: dict, t: _Training) -> None:
+    """Keeps the weights after epoch ``done`` (1-based) when its ``--select_on`` value is the
+    best so far."""
+    state, select_on = t.state, t.job.config.select_on
+    # state.best_auc holds the best value of the --select_on metric (val AUC by default).
+    value = selection.selection_value(logs, select_on)
+    if selection.improves(value, state.best_auc, select_on):
+        state.best_auc, state.best_epoch, state.wait = value, done, 0
+        state.best = t.job.run.save_arrays(
+            f"best-{done}.npz", {"model": _variables(t.model.variables)}
+        )
+    else:
+        state.wait += 1
+
+
+def _end_epoch(phase: schedule.Phase, done: int, end: int, optimizer, t: _Training) -> None:
+    """Checkpoints the ``done`` epochs, stops the phase early (before ``end``, its last) when
+    ``--patience`` says so, writes state and history, then calls the epoch-end hook."""
+    config, run, state = t.job.config, t.job.run, t.state
+    state.epoch = done
+    state.checkpoint = run.save_arrays(
+        f"ckpt-{done}.npz",
+        {"model": _variables(t.model.variables), "optimizer": _variables(optimizer.variables)},
+    )
+    if config.patience and state.wait >= config.patience and state.epoch < end:
+        state.stopped.append(phase.name)
+        t.job.say(
+            f"Early stop of phase {phase.index}: no val {config.select_on} gain in "
+            f"{state.wait} epochs."
+        )
+    run.save_state(state)
+    run.write_history(state.history)
+    if t.job.epoch_end_hook is not None:
+        t.job.epoch_end_hook(state.epoch, phase, t.model)
 
 
 def _on_divergence(message: str, phase: schedule.Phase, config: Config, say) -> None:
@@ -451,11 +504,11 @@ def _on_divergence(message: str, phase: schedule.Phase, config: Config, say) -> 
     )
 
 
-def _final_model(config, s, registry, model, state, run):
+def _final_model(job: _Job, s: _Setup, model, state: rundir.TrainState):
     """The selected weights in a fresh, uncompiled classifier (no optimizer in model.keras)."""
     if state.best:
-        _assign(model.variables, run.load_arrays(state.best)["model"], "model")
-    fresh, _ = _build(config, s, registry, weights="none")
+        _assign(model.variables, job.run.load_arrays(state.best)["model"], "model")
+    fresh, _ = _build(job.config, s, job.registry, weights="none")
     _assign(fresh.variables, _variables(model.variables), "model")
     return fresh
 
@@ -538,7 +591,7 @@ def train_and_evaluate(
         metrics = run.read_metrics()
         say(
             f"{workdir} holds a finished run with these flags; not retraining. "
-            f"test ACC {metrics['test']['acc']:.4f} AUC {metrics['test']['auc']:.4f}."
+            f"test {_scores_text(metrics['test'])}."
         )
         for line in banner.next_steps(workdir):
             say(line)
@@ -549,9 +602,8 @@ def train_and_evaluate(
         housekeeping.remove_stale_temps([run.root, run.ckpt], say)
         if run.migrate_legacy_ckpt():
             say(f"Renamed {run.root / rundir.LEGACY_CKPT_DIR} to {rundir.CKPT_DIR}/.")
-        return _train_locked(
-            config, workdir, run, spec, info, registry, say, epoch_end_hook, replacing, verbose
-        )
+        job = _Job(config, workdir, run, registry, say, epoch_end_hook, verbose)
+        return _train_locked(job, spec, info, replacing)
 
 
 def _check_workdir(run: rundir.RunDir, config: Config) -> str | None:
@@ -572,34 +624,36 @@ def _check_workdir(run: rundir.RunDir, config: Config) -> str | None:
     return None
 
 
-def _train_locked(
-    config, workdir, run, spec, info, registry, say, epoch_end_hook, replacing, verbose
-):
+def _resolved(s: _Setup) -> dict[str, Any]:
+    """config.json's resolved values (besides the flags)."""
+    return {
+        "image_size": s.preprocess.image_size,
+        "normalization": s.preprocess.get_config(),
+        "backend": keras.backend.backend(),
+        "devices": s.devices,
+        "task": s.info.task,
+        "num_classes": s.info.num_classes,
+        "label_names": list(s.info.label_names),
+        "steps_per_epoch": s.steps,
+    }
+
+
+def _train_locked(job: _Job, spec: Any, info: catalog.DatasetInfo, replacing: str | None):
     """``train_and_evaluate`` once the run directory is locked."""
+    config, workdir, run, say = job.config, job.workdir, job.run, job.say
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
-    if hasattr(runtime, "enable_determinism"):
-        runtime.enable_determinism()
     with (
         _distribution_scope(config) as devices,
         _dtype_policy(config.mixed_precision),
         _naming_bad_shard(),
     ):
         s = _setup(config, spec, info, devices, say)
-        resolved = {
-            "image_size": s.preprocess.image_size,
-            "normalization": s.preprocess.get_config(),
-            "backend": keras.backend.backend(),
-            "devices": devices,
-            "task": info.task,
-            "num_classes": info.num_classes,
-            "label_names": list(info.label_names),
-            "steps_per_epoch": s.steps,
-        }
+        resolved = _resolved(s)
         state = None if replacing else run.resume_state(say)
         # Nothing is written before the model is built and its weights loaded: a bad
         # --weights file leaves the run directory as it was.
-        model, backbone = _build(config, s, registry, config.weights)
+        model, backbone = _build(config, s, job.registry, config.weights)
         if replacing:
             say(replacing)
             run.clear_unfinished()
@@ -610,56 +664,46 @@ def _train_locked(
             _assign(model.variables, run.load_arrays(state.checkpoint)["model"], "model")
             say(f"Resuming {workdir} after epoch {state.epoch} (phase {state.phase}).")
         phases = schedule.phases(config)
-        total = config.head_epochs + config.finetune_epochs
-        writer = cb.ScalarWriter(run.tb)
-        _announce(config, workdir, resolved, s, model, backbone, registry, phases, say)
+        training = _Training(job, s, model, backbone, state, cb.ScalarWriter(run.tb))
+        _announce(job, resolved, s, model, backbone, phases)
         if state.epoch == 0:
             tb_meta.write_run_summary(run.tb, config, resolved)
         try:
             for phase in phases:
                 if phase.name in state.stopped or state.epoch >= phase.first_epoch + phase.epochs:
                     continue
-                _run_phase(
-                    phase,
-                    config,
-                    s,
-                    model,
-                    backbone,
-                    registry,
-                    run,
-                    state,
-                    writer,
-                    total,
-                    say,
-                    epoch_end_hook,
-                    verbose,
-                )
+                _run_phase(phase, training)
         finally:
-            writer.close()
-        final = _final_model(config, s, registry, model, state, run)
-        metrics = _finish(config, s, final, state, run, resolved, started)
+            training.writer.close()
+        final = _final_model(job, s, model, state)
+        metrics = _finish(job, s, final, state, resolved, started)
     say(
         f"Done: best val AUC {metrics['val']['auc']:.4f} (epoch {state.best_epoch}); "
-        f"test ACC {metrics['test']['acc']:.4f} AUC {metrics['test']['auc']:.4f}. -> {workdir}"
+        f"test {_scores_text(metrics['test'])}. -> {workdir}"
     )
     for line in banner.next_steps(workdir):
         say(line)
     return metrics
 
 
-def _announce(config, workdir, resolved, s, model, backbone, registry, phases, say) -> None:
+def _announce(job: _Job, resolved: dict, s: _Setup, model, backbone, phases) -> None:
     """Prints the banner (``training.banner``) before the first epoch."""
+    config = job.config
     counts = banner.phase_counts(
-        model, phases, lambda phase: _set_trainable(backbone, config, phase, registry)
+        model, phases, lambda phase: _set_trainable(backbone, config, phase, job.registry)
     )
-    sizes = s.splits.sizes()
-    source = getattr(s.splits, "path", None)
+    sizes, source = s.splits.sizes(), s.splits.path
     devices = banner.device_names()
-    for line in banner.start_lines(config, workdir, resolved, sizes, source, counts, devices):
-        say(line)
+    for line in banner.start_lines(config, job.workdir, resolved, sizes, source, counts, devices):
+        job.say(line)
 
 
-def _finish(config, s, final, state, run, resolved, started) -> dict[str, Any]:
+def _finish(
+    job: _Job, s: _Setup, final, state: rundir.TrainState, resolved: dict, started: float
+) -> dict[str, Any]:
+    """Evaluates ``final`` on val and test, saves it as model.keras and writes metrics.json
+    and DONE; returns the metrics."""
+    config, run = job.config, job.run
     start = time.perf_counter()
     evaluated = with_tta(final, s.info.task, config.tta)
     val, _, _ = _evaluate(evaluated, s, "val")
@@ -688,13 +732,15 @@ def _finish(config, s, final, state, run, resolved, started) -> dict[str, Any]:
         "backend": resolved["backend"],
         "devices": resolved["devices"],
     }
-    final.save(run.path(rundir.MODEL_FILE.replace(".keras", ".tmp.keras")))
-    os.replace(
-        run.path(rundir.MODEL_FILE.replace(".keras", ".tmp.keras")), run.path(rundir.MODEL_FILE)
-    )
+    run.save_model(final)
     run.write_metrics(metrics)
     run.mark_done()
     return metrics
+
+
+def _scores_text(scores: dict[str, float]) -> str:
+    """``ACC 0.9000 AUC 0.9500``: a split's metrics.json entry (``metrics.evaluate_scores``)."""
+    return " ".join(f"{name.upper()} {value:.4f}" for name, value in scores.items())
 
 
 def _clean(d: dict) -> dict:
