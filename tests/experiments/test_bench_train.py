@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.training import tiny_registry
+from tests import tiny_registry
 from tlmed_keras.benchmarks import train as bench_train
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
