@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
+import sys
 
 # Keras fixes its backend at import: set it before any test module imports keras.
 # JAX is the project's primary backend; tests of other backends run in subprocesses.
@@ -27,6 +29,21 @@ from tlmed_keras.train.config import Config  # noqa: E402  (dataclasses only, no
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("TLMED_SHARED", REPO.parent / "shared"))
+
+
+def run_python(*args: str, cwd=REPO, timeout: float = 600, **env: str):
+    """``python ARGS`` in a child process (this interpreter, this checkout first on the path,
+    no accelerator, ``env`` added): a ``CompletedProcess`` with text output; the exit code is
+    the test's to check."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -10,21 +10,19 @@ from __future__ import annotations
 import json
 import pathlib
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
+from tests.conftest import run_python
 from tlmed_keras.data import catalog
 from tlmed_keras.eda import style
 from tlmed_keras.eda.classes import class_view, short_name
 from tlmed_keras.eda.sampling import stratified_sample
 from tlmed_keras.eda.write import EdaOptions, write_eda
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 FAST = EdaOptions(tsne_samples=90, tsne_perplexity=15, tsne_iterations=250, progress=False)
 COMMON_FIGURES = {
     "class_counts.png",
@@ -233,13 +231,7 @@ def test_cli_writes_the_figures_without_importing_keras(medmnist_dir, tmp_path):
         "--tsne_perplexity=10",
         "--tsne_iterations=250",
     ]
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "tlmed_keras.eda", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python("-X", "importtime", "-m", "tlmed_keras.eda", *args, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
     assert not {"keras", "tensorflow", "jax"} & imported
@@ -248,13 +240,7 @@ def test_cli_writes_the_figures_without_importing_keras(medmnist_dir, tmp_path):
 
 
 def test_cli_unknown_dataset_is_a_clear_error(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "tlmed_keras.eda", "--data=nosuchmnist", f"--out={tmp_path}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python("-m", "tlmed_keras.eda", "--data=nosuchmnist", f"--out={tmp_path}")
     assert result.returncode != 0
     assert "Unknown MedMNIST dataset 'nosuchmnist'" in result.stderr
 

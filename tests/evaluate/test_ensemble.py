@@ -7,8 +7,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import subprocess
-import sys
 import types
 
 import keras
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests import tiny_registry
-from tests.conftest import tiny_run_config
+from tests.conftest import run_python, tiny_run_config
 from tlmed_keras.evaluate import ensemble
 from tlmed_keras.evaluate.evaluation import predict_scores
 from tlmed_keras.evaluate.report import evaluate_ensemble, evaluate_run
@@ -25,9 +23,6 @@ from tlmed_keras.export import savedmodel, verify
 from tlmed_keras.train import selection
 from tlmed_keras.train.rundir import load_run
 from tlmed_keras.train.trainer import train_and_evaluate
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def _train(root: pathlib.Path, data_dir, **overrides) -> pathlib.Path:
@@ -202,14 +197,13 @@ def test_exported_ensemble_equals_keras_ensemble(seeds, tmp_path):
 
 @pytest.mark.slow  # a fresh interpreter loading Keras and two runs: minutes on a busy CPU
 def test_export_cli_refuses_mismatched_members(seeds, tiny_run, tmp_path):
-    cmd = [
-        sys.executable,
+    proc = run_python(
         "-m",
         "tlmed_keras.export",
         f"--workdir={seeds[0]},{tiny_run('retinamnist')}",
         f"--export_dir={tmp_path}",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=REPO)
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     assert proc.returncode != 0
     assert "data is 'breastmnist'" in proc.stderr
     assert not (tmp_path / "breastmnist").exists()

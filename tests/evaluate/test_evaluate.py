@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests.conftest import run_python
 from tlmed_keras.evaluate.evaluation import evaluate_scores, summary
 from tlmed_keras.evaluate.report import evaluate_run
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -81,9 +78,7 @@ def test_bad_split_and_missing_run(tiny_run, tmp_path):
 
 def test_cli_offline_with_data_dir(tiny_run, medmnist_dir):
     workdir = tiny_run("retinamnist")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [
-        sys.executable,
+    proc = run_python(
         "-m",
         "tlmed_keras.evaluate",
         f"--workdir={workdir}",
@@ -91,8 +86,8 @@ def test_cli_offline_with_data_dir(tiny_run, medmnist_dir):
         f"--data_dir={medmnist_dir}",
         "--nodownload",
         "--backend=jax",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "retinamnist (ordinal-regression), val split, 120 images" in proc.stdout
     assert "macro avg" in proc.stdout

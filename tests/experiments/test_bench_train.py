@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import pathlib
 import re
 import subprocess
-import sys
 
 import pytest
 
 from tests import tiny_registry
+from tests.conftest import run_python
 from tlmed_keras.benchmarks import train as bench_train
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_benchmark_times_the_trainers_step_with_and_without_the_pipeline():
@@ -46,16 +42,7 @@ def test_bad_model_is_a_clear_error():
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "KERAS_BACKEND": "jax"}
-    return subprocess.run(
-        [sys.executable, "-m", "tlmed_keras.bench", "--target=train", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_python("-m", "tlmed_keras.bench", "--target=train", *args, KERAS_BACKEND="jax")
 
 
 def test_cli_needs_a_model():

@@ -5,22 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import run_python
 from tlmed_keras.data import catalog
 from tlmed_keras.predict.classify import predict_images
 from tlmed_keras.predict.images import ImageFileError, crops_centre, read_image, to_medmnist
 from tlmed_keras.predict.output import format_results
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
 
 
 def _photo(path: pathlib.Path, size: tuple[int, int], mode: str, fmt: str) -> pathlib.Path:
@@ -104,10 +99,9 @@ def test_predict_photos_of_other_sizes_and_modes(tiny_run, tmp_path, name):
 @pytest.mark.slow  # a fresh process: TensorFlow start-up and a model load (~20 s on 2 cores)
 def test_cli_prints_top_classes(tiny_run, tmp_path):
     photo = _photo(tmp_path / "photo.jpg", (120, 90), "RGB", "JPEG")
-    done = subprocess.run(
-        [sys.executable, "-m", "tlmed_keras.predict", f"--workdir={tiny_run('breastmnist')}",
-         "--output=json", "--top_k=2", str(photo)],
-        capture_output=True, text=True, env=ENV, timeout=300, cwd=REPO,
+    done = run_python(
+        "-m", "tlmed_keras.predict", f"--workdir={tiny_run('breastmnist')}",
+        "--output=json", "--top_k=2", str(photo), timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
@@ -128,11 +122,11 @@ def test_cli_refuses_a_non_image_before_tensorflow_loads(tmp_path):
         "    print('EXIT', e)\n"
         "print('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120
-    )
-    assert "EXIT tlmed_keras.predict: error:" in done.stdout, done.stderr
-    assert "report.pdf" in done.stdout and "not an image" in done.stdout
+    done = run_python("-c", code, timeout=120)
+    # The one error layer (cli.run): the message on stderr, exit 2 (a bad value).
+    assert "EXIT 2" in done.stdout, done.stderr
+    assert done.stderr.startswith("tlmed_keras.predict: error:"), done.stderr
+    assert "report.pdf" in done.stderr and "not an image" in done.stderr
     assert "TF False False" in done.stdout
 
 
