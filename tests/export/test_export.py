@@ -7,6 +7,7 @@ import os
 import pathlib
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,8 +18,8 @@ from tlmed_keras.evaluate.split import load_split
 from tlmed_keras.export import layout, savedmodel, signature, verify
 from tlmed_keras.train.rundir import load_run
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-SAVED_MODEL_CLI = REPO / ".venv" / "bin" / "saved_model_cli"
+# TensorFlow's console script beside the interpreter that runs the tests (its venv).
+SAVED_MODEL_CLI = pathlib.Path(sys.executable).parent / "saved_model_cli"
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 
 
