@@ -2,7 +2,7 @@
 
     python -m tlmed_keras.bench --target=pipeline --image_size=224 --channels=1
 
-Targets are the modules of ``tlmed_keras.benchmarks`` (see its docstring for the protocol).
+Targets are the other modules of ``tlmed_keras.bench`` (see its docstring for the protocol).
 The last printed line is always ``<metric>=<number>``, for scripts to parse.
 """
 
@@ -14,14 +14,14 @@ import time
 
 from absl import flags
 
-from tlmed_keras import benchmarks, cli, runtime
+from tlmed_keras import bench, cli, runtime
 
 
 def _discover_targets() -> dict:
     """Imports every target module and defines its flags (before parsing)."""
     targets = {
-        module.name: importlib.import_module(f"{benchmarks.__name__}.{module.name}")
-        for module in pkgutil.iter_modules(benchmarks.__path__)
+        module.name: importlib.import_module(f"{bench.__name__}.{module.name}")
+        for module in pkgutil.iter_modules(bench.__path__)
         if not module.name.startswith("_")
     }
     for target in targets.values():

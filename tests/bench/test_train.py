@@ -9,7 +9,7 @@ import pytest
 
 from tests import tiny_registry
 from tests.conftest import run_python
-from tlmed_keras.benchmarks import train as bench_train
+from tlmed_keras.bench import train as bench_train
 
 
 def test_benchmark_times_the_trainers_step_with_and_without_the_pipeline():
