@@ -126,7 +126,7 @@ def stage_val() -> None:
 
 
 def stage_val_tta(candidate: str) -> None:
-    from tlmed_keras.reporting.report import evaluate_run
+    from tlmed_keras.evaluate.report import evaluate_run
 
     lines = [
         f"# Flip TTA on the VALIDATION split, {candidate} runs (rule 2 of the recipe)",
@@ -154,7 +154,7 @@ def stage_val_tta(candidate: str) -> None:
 
 
 def stage_test(candidate: str, tta: str) -> None:
-    from tlmed_keras.reporting.report import evaluate_ensemble, evaluate_run
+    from tlmed_keras.evaluate.report import evaluate_ensemble, evaluate_run
 
     rows, lines = [], []
     for data in DATASETS:

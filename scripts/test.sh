@@ -4,7 +4,9 @@
 # 2. Adds the parity-test extras (PyTorch CPU, transformers) OUTSIDE the lock: our own install
 #    never pulls torch (pyproject's override drops it), but the AlexNet / SqueezeNet / BEiT /
 #    MobileNetV2 converters are checked against reference PyTorch modules when torch can be had.
-# 3. Runs pytest (slow checks excluded; `bash scripts/test.sh -m slow` runs those).
+# 3. Runs the linters: `ruff check .` and `ruff format --check .` (a finding fails the run;
+#    `uv run ruff check --fix . && uv run ruff format .` fixes most).
+# 4. Runs pytest (slow checks excluded; `bash scripts/test.sh -m slow` runs those).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 uv sync --frozen
@@ -21,4 +23,6 @@ if ! "$py" -c "import torch, transformers" 2>/dev/null; then
   uv pip install --no-config --python "$py" "transformers>=4.40,<6" "safetensors" \
     || echo "NOTE: transformers could not be installed: BEiT parity test will be skipped."
 fi
+uv run --frozen ruff check .
+uv run --frozen ruff format --check .
 exec uv run --frozen pytest "$@"

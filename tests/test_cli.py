@@ -5,16 +5,13 @@ and bad names fail before TensorFlow loads (issues 16 and 17)."""
 from __future__ import annotations
 
 import errno
-import os
 import pickle
-import subprocess
-import sys
 import textwrap
 import zipfile
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import run_python
 from tlmed_keras import cli, precheck, weights_guard
 from tlmed_keras.data.errors import ChecksumError
 from tlmed_keras.errors import WeightsFileError
@@ -22,15 +19,7 @@ from tlmed_keras.errors import WeightsFileError
 ENTRY_POINTS = ("train", "evaluate", "export", "data", "models", "eda", "bench")
 
 
-def _python(*args, **env):
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=str(REPO), **env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+_python = run_python
 
 
 def _error_lines(stderr: str) -> list[str]:

@@ -64,7 +64,7 @@ def test_missing_file_offline_exits_1_with_places_and_url(tmp_path):
 
 def test_pipeline_benchmark_measures_a_dataset():
     # Neither bench nor define_flags() in-process: other areas' entry points define flags too.
-    from tlmed_keras.benchmarks import pipeline as pipeline_bench
+    from tlmed_keras.bench import pipeline as pipeline_bench
     from tlmed_keras.data.pipeline import make_dataset
     from tlmed_keras.data.preprocess import Preprocess
 

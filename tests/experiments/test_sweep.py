@@ -14,6 +14,7 @@ import pytest
 
 from experiments import collect
 from experiments import runs as sweep_runs
+from tests.conftest import run_python
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HERE = pathlib.Path(__file__).resolve().parent
@@ -51,16 +52,7 @@ def flagdir(tmp_path):
 
 
 def sweep(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_python("-m", "experiments.sweep", *args, cwd=cwd, timeout=300)
 
 
 def _rows(path: pathlib.Path) -> dict[str, dict]:

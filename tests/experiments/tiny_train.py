@@ -13,7 +13,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the chec
 
 from absl import app  # noqa: E402
 
-from tlmed_keras import train as train_cli  # noqa: E402  (defines the train flags)
+from tlmed_keras.train import __main__ as train_cli  # noqa: E402  (defines the train flags)
 
 
 def main(argv: list[str]) -> None:
@@ -21,8 +21,8 @@ def main(argv: list[str]) -> None:
 
     config = train_cli.config_from_flags()
     runtime.setup(config.backend)
-    from tests.training import tiny_registry
-    from tlmed_keras.training.trainer import train_and_evaluate
+    from tests import tiny_registry
+    from tlmed_keras.train.trainer import train_and_evaluate
 
     train_and_evaluate(config, train_cli.FLAGS.workdir, registry=tiny_registry)
 

@@ -55,14 +55,38 @@ def _torch_logits(module, images: np.ndarray) -> np.ndarray:
     return getattr(output, "logits", output).numpy()
 
 
+def _ported(reference, build, load, size: int, batch: int = 2, **build_options):
+    model = build((size, size, 3), include_top=True, **build_options)
+    load(model, _numpy_state_dict(reference))
+    images = _random_images(size, batch)
+    return model, images, _torch_logits(reference, images)
+
+
+def _save_pth(module, path: pathlib.Path) -> pathlib.Path:
+    import torch
+
+    torch.save(module.state_dict(), path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def torch_ref() -> SimpleNamespace:
     """Helpers to compare a Keras port with its torch reference module.
 
     ``state_dict(module)``: its parameters as NumPy arrays under torch's keys;
     ``images(size, batch=2)``: fixed random NHWC float32 images;
-    ``logits(module, images)``: the module's output on them (NCHW in, NumPy out).
+    ``logits(module, images)``: the output of the module (or of any function of an NCHW
+    tensor) on them, as NumPy;
+    ``ported(module, build, load, size, batch=2, **build_options) -> (model, images,
+    expected)``: ``build((size, size, 3), include_top=True, ...)`` given the module's weights
+    by ``load(model, state_dict)``, ``images(size, batch)`` and the module's logits on them;
+    ``save_pth(module, path) -> path``: its state dict as a ``.pth`` file, as torchvision
+    publishes them.
     """
     return SimpleNamespace(
-        state_dict=_numpy_state_dict, images=_random_images, logits=_torch_logits
+        state_dict=_numpy_state_dict,
+        images=_random_images,
+        logits=_torch_logits,
+        ported=_ported,
+        save_pth=_save_pth,
     )

@@ -125,28 +125,26 @@ def test_full_model_config_round_trips(classifier, torch_ref):
 def test_logits_match_torchvision_layout(torch_ref):
     # At 100 px the last feature map is 2x2: distinct 6x6 bins, so a wrong flatten order
     # (torch's [C, H, W] vs Keras' [H, W, C]) cannot hide.
-    size = 100
-    reference = _torch_alexnet()
-    model = alexnet.build_backbone((size, size, 3), include_top=True)
-    alexnet.load_torch_state_dict(model, torch_ref.state_dict(reference))
-    images = torch_ref.images(size)
-    expected = torch_ref.logits(reference, images)
+    model, images, expected = torch_ref.ported(
+        _torch_alexnet(), alexnet.build_backbone, alexnet.load_torch_state_dict, size=100
+    )
     # float32 on both sides; the 9216-long dot products differ in summation order only.
     np.testing.assert_allclose(model(images), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.torch
 def test_backbone_loads_pth_file_through_safe_reader(tmp_path, torch_ref):
-    torch = pytest.importorskip("torch", reason="writing a .pth needs PyTorch")
     reference = _torch_alexnet()
-    torch.save(reference.state_dict(), tmp_path / "alexnet.pth")
-    model = alexnet.build_backbone((SMALL, SMALL, 3), weights=tmp_path / "alexnet.pth")
+    weights = torch_ref.save_pth(reference, tmp_path / "alexnet.pth")
+    model = alexnet.build_backbone((SMALL, SMALL, 3), weights=weights)
     images = torch_ref.images(SMALL)
-    with torch.no_grad():
-        x = torch.from_numpy(images.transpose(0, 3, 1, 2))
-        pooled = torch.flatten(reference.avgpool(reference.features(x)), 1)
-        expected = reference.classifier[:6](pooled).numpy()  # up to the second FC's ReLU
-    np.testing.assert_allclose(model(images), expected, rtol=1e-4, atol=1e-4)
+
+    def features(x):  # up to the second FC's ReLU: the backbone's 4096 features
+        return reference.classifier[:6](reference.avgpool(reference.features(x)).flatten(1))
+
+    np.testing.assert_allclose(
+        model(images), torch_ref.logits(features, images), rtol=1e-4, atol=1e-4
+    )
 
 
 def _fake_state_dict(classifier: keras.Model) -> dict[str, np.ndarray]:
@@ -188,10 +186,7 @@ def test_other_class_count_reports_shape_mismatch(classifier):
 @pytest.mark.torch
 @pytest.mark.parametrize("size", [alexnet.INPUT_SIZE, 227])
 def test_logits_match_torchvision_layout_at_full_size(size, torch_ref):
-    reference = _torch_alexnet()
-    model = alexnet.build_backbone((size, size, 3), include_top=True)
-    alexnet.load_torch_state_dict(model, torch_ref.state_dict(reference))
-    images = torch_ref.images(size, batch=1)
-    np.testing.assert_allclose(
-        model(images), torch_ref.logits(reference, images), rtol=1e-4, atol=1e-4
+    model, images, expected = torch_ref.ported(
+        _torch_alexnet(), alexnet.build_backbone, alexnet.load_torch_state_dict, size, batch=1
     )
+    np.testing.assert_allclose(model(images), expected, rtol=1e-4, atol=1e-4)

@@ -184,13 +184,11 @@ def test_bilinear_resize_matches_torch_interpolate(grid, size):
 @pytest.mark.parametrize("size", [SIZE, 48, 24])  # the checkpoint's window, larger, smaller
 def test_logits_match_transformers(size, torch_ref):
     reference, _ = _hf_beit()
-    model = beit.build_backbone((size, size, 3), include_top=True, num_classes=10, config=TINY)
-    beit.load_hf_state_dict(model, torch_ref.state_dict(reference))
-    images = torch_ref.images(size)
-    # At 48 / 24 px transformers resizes each bias table at run time; we resized at load.
-    np.testing.assert_allclose(
-        model(images), torch_ref.logits(reference, images), atol=1e-4, rtol=0
+    model, images, expected = torch_ref.ported(
+        reference, beit.build_backbone, beit.load_hf_state_dict, size, num_classes=10, config=TINY
     )
+    # At 48 / 24 px transformers resizes each bias table at run time; we resized at load.
+    np.testing.assert_allclose(model(images), expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.torch
@@ -276,9 +274,7 @@ def test_base_configuration_matches_transformers(size, torch_ref):
         for name, param in reference.named_parameters():
             if "relative_position_bias_table" in name or "cls_token" in name:
                 param.copy_(torch.randn_like(param) * 0.3)
-    model = beit.build_backbone((size, size, 3), include_top=True)
-    beit.load_hf_state_dict(model, torch_ref.state_dict(reference))
-    images = torch_ref.images(size, batch=1)
-    np.testing.assert_allclose(
-        model(images), torch_ref.logits(reference, images), atol=1e-4, rtol=0
+    model, images, expected = torch_ref.ported(
+        reference, beit.build_backbone, beit.load_hf_state_dict, size, batch=1
     )
+    np.testing.assert_allclose(model(images), expected, atol=1e-4, rtol=0)

@@ -123,11 +123,9 @@ def test_model_round_trips_through_keras_file(tmp_path, torch_ref):
 @pytest.mark.torch
 @pytest.mark.parametrize("size", [squeezenet.MIN_INPUT_SIZE, 32, 47])  # odd maps: ceil pads
 def test_logits_match_torchvision_layout(size, torch_ref):
-    reference = _torch_squeezenet1_1()
-    model = squeezenet.build_backbone((size, size, 3), include_top=True)
-    squeezenet.load_torch_state_dict(model, torch_ref.state_dict(reference))
-    images = torch_ref.images(size)
-    expected = torch_ref.logits(reference, images)
+    model, images, expected = torch_ref.ported(
+        _torch_squeezenet1_1(), squeezenet.build_backbone, squeezenet.load_torch_state_dict, size
+    )
     assert np.count_nonzero(expected) > expected.size // 2
     # float32 on both sides; they differ in summation order only.
     np.testing.assert_allclose(model(images), expected, rtol=1e-4, atol=1e-5)
@@ -135,15 +133,12 @@ def test_logits_match_torchvision_layout(size, torch_ref):
 
 @pytest.mark.torch
 def test_backbone_loads_pth_file_through_safe_reader(tmp_path, torch_ref):
-    torch = pytest.importorskip("torch", reason="writing a .pth needs PyTorch")
     reference = _torch_squeezenet1_1()
-    torch.save(reference.state_dict(), tmp_path / "squeezenet1_1.pth")
-    model = squeezenet.build_backbone((SMALL, SMALL, 3), weights=tmp_path / "squeezenet1_1.pth")
+    weights = torch_ref.save_pth(reference, tmp_path / "squeezenet1_1.pth")
+    model = squeezenet.build_backbone((SMALL, SMALL, 3), weights=weights)
     images = torch_ref.images(SMALL)
-    with torch.no_grad():
-        features = reference.features(torch.from_numpy(images.transpose(0, 3, 1, 2)))
-        expected = features.mean(dim=(2, 3)).numpy()
-    np.testing.assert_allclose(model(images), expected, rtol=1e-4, atol=1e-5)
+    pooled = torch_ref.logits(lambda x: reference.features(x).mean(dim=(2, 3)), images)
+    np.testing.assert_allclose(model(images), pooled, rtol=1e-4, atol=1e-5)
 
 
 def _fake_state_dict(model: keras.Model) -> dict[str, np.ndarray]:
@@ -176,10 +171,11 @@ def test_loading_checks_keys_and_shapes():
 @pytest.mark.slow
 @pytest.mark.torch
 def test_logits_match_torchvision_layout_at_full_size(torch_ref):
-    reference = _torch_squeezenet1_1()
-    size = squeezenet.INPUT_SIZE
-    model = squeezenet.build_backbone((size, size, 3), include_top=True)
-    squeezenet.load_torch_state_dict(model, torch_ref.state_dict(reference))
-    images = torch_ref.images(size, batch=1)
-    expected = torch_ref.logits(reference, images)
+    model, images, expected = torch_ref.ported(
+        _torch_squeezenet1_1(),
+        squeezenet.build_backbone,
+        squeezenet.load_torch_state_dict,
+        squeezenet.INPUT_SIZE,
+        batch=1,
+    )
     np.testing.assert_allclose(model(images), expected, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,62 @@
+"""The trainer on both data sources: with augmentation on, the same seed repeats a run
+exactly, and a run stopped after epoch 1 and resumed ends as the uninterrupted one."""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+
+import pytest
+
+from tests import tiny_registry
+from tlmed_keras.data import catalog, shards
+from tlmed_keras.train.trainer import train_and_evaluate
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_after_first(epoch, phase, model):
+    if epoch == 1:
+        raise Killed
+
+
+def _losses(workdir) -> list[tuple[str, str, str]]:
+    with open(workdir / "history.csv") as stream:
+        return [(row["phase"], row["loss"], row["val_loss"]) for row in csv.DictReader(stream)]
+
+
+@pytest.mark.parametrize(("source", "augment"), [("memory", "flip"), ("stream", "basic")])
+def test_augmented_runs_repeat_and_resume_exactly(tiny_config, tmp_path, source, augment):
+    config = tiny_config(data_source=source, augment=augment, max_steps_per_epoch=3)
+    said = []
+
+    def say(*args, **kwargs):
+        said.append(" ".join(map(str, args)))
+
+    first = train_and_evaluate(config, tmp_path / "a", registry=tiny_registry, say=say)
+    assert any(line.startswith(f"data source: {source} (--data_source={source}") for line in said)
+    with pytest.raises(Killed):
+        train_and_evaluate(
+            config, tmp_path / "c", registry=tiny_registry, epoch_end_hook=_kill_after_first
+        )
+    resumed = train_and_evaluate(config, tmp_path / "c", registry=tiny_registry, say=say)
+    assert len(_losses(tmp_path / "a")) == 2
+    # Epoch 1 of run c repeats run a (same seed), epoch 2 continues it after the resume.
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "c")
+    assert resumed["val"] == first["val"] and resumed["test"] == first["test"]
+
+
+def test_damaged_shard_stops_training_naming_the_file(tiny_config, tmp_path):
+    config = tiny_config(data_source="stream", max_steps_per_epoch=1)
+    info = catalog.get_info(config.data, config.size)
+    shard_set = shards.prepare_shards(
+        pathlib.Path(config.data_dir) / info.filename, info, say=lambda *a: None
+    )
+    victim = shard_set.folder / shard_set.splits["train"][0].file
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: found only when read
+    victim.write_bytes(bytes(data))
+    with pytest.raises(shards.CorruptShardError, match=f"Shard {victim} is damaged"):
+        train_and_evaluate(config, tmp_path / "run", registry=tiny_registry, say=lambda *a, **k: 0)

@@ -1,0 +1,258 @@
+"""End-to-end fine-tuning on synthetic data with the tiny test model (one epoch per phase)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+
+from tests import tiny_registry
+from tlmed_keras import metrics as mm
+from tlmed_keras._medmnist import evaluator_module
+from tlmed_keras.data import load_arrays
+from tlmed_keras.train import rundir
+from tlmed_keras.train.trainer import predict_logits, train_and_evaluate
+
+
+def _snapshot(model) -> dict[str, np.ndarray]:
+    return {v.path: np.array(keras.ops.convert_to_numpy(v.value)) for v in model.variables}
+
+
+class Recorder:
+    """epoch_end_hook that snapshots the model's variables after each epoch."""
+
+    def __init__(self):
+        self.after: dict[int, dict[str, np.ndarray]] = {}
+
+    def __call__(self, epoch, phase, model):
+        self.after[epoch] = _snapshot(model)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, request):
+    """One run of bloodmnist (multi-class): 1 head epoch + 1 fine-tune epoch."""
+    mp = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("ft")
+    from tests.conftest import TINY_SPLITS, make_tiny_config, synthetic_arrays
+    from tlmed_keras.data import catalog
+
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    np.savez_compressed(
+        data_dir / catalog.get_info("bloodmnist").filename,
+        **synthetic_arrays("bloodmnist", 28, TINY_SPLITS),
+    )
+    config = make_tiny_config("bloodmnist", data_dir)
+    keras.utils.set_random_seed(config.seed)  # the trainer's first draw: the same init
+    initial = _snapshot(tiny_registry.build_classifier("tiny_cnn", 8, weights="none")[0])
+    recorder = Recorder()
+    workdir = tmp / "run"
+    metrics = train_and_evaluate(config, workdir, registry=tiny_registry, epoch_end_hook=recorder)
+    yield dict(config=config, workdir=workdir, metrics=metrics, initial=initial, rec=recorder)
+    mp.undo()
+
+
+def _split(snapshot, kind):
+    def pick(path):
+        if kind == "backbone":
+            return path.startswith("backbone/")
+        if kind == "bn_stats":
+            return "moving_" in path
+        if kind == "conv":
+            return "conv/kernel" in path
+        return path.startswith("head/")
+
+    return {k: v for k, v in snapshot.items() if pick(k)}
+
+
+def test_phase1_freezes_backbone_phase2_trains_it_but_not_bn_stats(finished):
+    initial, after = finished["initial"], finished["rec"].after
+    assert set(after) == {1, 2}
+    assert _split(initial, "conv") and _split(initial, "bn_stats")
+    for path, value in _split(initial, "backbone").items():
+        np.testing.assert_array_equal(after[1][path], value, err_msg=f"phase 1 moved {path}")
+    assert any(not np.array_equal(after[1][p], v) for p, v in _split(initial, "head").items()), (
+        "phase 1 did not train the head"
+    )
+    for path, value in _split(initial, "conv").items():
+        assert not np.array_equal(after[2][path], value), f"phase 2 left {path} unchanged"
+    for path, value in _split(initial, "bn_stats").items():
+        np.testing.assert_array_equal(after[2][path], value, err_msg=f"BN stat moved: {path}")
+
+
+def test_metrics_json_schema_and_values(finished):
+    workdir = finished["workdir"]
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics == finished["metrics"]
+    for key, value in (("model", "tiny_cnn"), ("data", "bloodmnist"), ("size", 28), ("seed", 0)):
+        assert metrics[key] == value
+    for split in ("val", "test"):
+        assert set(metrics[split]) >= {"acc", "auc"}
+        assert 0.0 <= metrics[split]["acc"] <= 1.0 and 0.0 <= metrics[split]["auc"] <= 1.0
+    assert len(metrics["per_class"]) == 8
+    assert metrics["backend"] == "jax" and "timings" in metrics
+    for name in ("flags.txt", "config.json", "history.csv", "model.keras", "DONE"):
+        assert (workdir / name).is_file(), name
+    history = (workdir / "history.csv").read_text().splitlines()
+    assert len(history) == 3 and history[1].startswith("1,head") and history[2].startswith("2,")
+
+
+def test_reported_metrics_are_medmnists_on_the_selected_model(finished):
+    """load_run gives back the selected model; its test predictions scored by medmnist's own
+    getACC/getAUC equal metrics.json's test numbers."""
+    run = rundir.load_run(finished["workdir"])
+    assert run.config.model == "tiny_cnn" and run.preprocess.image_size == 28
+    assert run.info.task == "multi-class"
+    config = finished["config"]
+    images, labels = load_arrays("bloodmnist", 28, config.data_dir, verify=False)["test"]
+    logits = predict_logits(run.model, images, labels, _eval_setup(run, config.eval_batch_size))
+    direct = np.asarray(run.model.predict(run.preprocess(images), verbose=0))
+    np.testing.assert_allclose(logits, direct, rtol=1e-4, atol=1e-5)
+    scores = mm.probabilities(logits, run.info.task)
+    evaluator = evaluator_module()
+    test = finished["metrics"]["test"]
+    assert test["acc"] == pytest.approx(evaluator.getACC(labels, scores, run.info.task), abs=1e-6)
+    assert test["auc"] == pytest.approx(evaluator.getAUC(labels, scores, run.info.task), abs=1e-6)
+
+
+def test_tensorboard_holds_both_phases(finished):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = finished["workdir"] / "tb"
+    for split in ("train", "validation"):
+        acc = EventAccumulator(str(tb / split), size_guidance={"tensors": 0}).Reload()
+        for tag in ("epoch_loss", "epoch_acc", "epoch_auc"):
+            steps = [e.step for e in acc.Tensors(tag)]
+            assert steps == [0, 1], (split, tag, steps)
+    acc = EventAccumulator(str(tb / "train"), size_guidance={"tensors": 0}).Reload()
+    assert [e.step for e in acc.Tensors("epoch_learning_rate")] == [0, 1]
+
+
+def test_finished_run_is_not_retrained(finished, capsys):
+    said = []
+    again = train_and_evaluate(
+        finished["config"], finished["workdir"], registry=tiny_registry, say=said.append
+    )
+    assert again == finished["metrics"]
+    assert "not retraining" in said[0]
+
+
+def test_other_flags_in_existing_workdir_is_an_error(finished):
+    other = dataclasses.replace(finished["config"], head_lr=0.5)
+    with pytest.raises(rundir.ConfigMismatchError, match="head_lr"):
+        train_and_evaluate(other, finished["workdir"], registry=tiny_registry)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_at_epoch_2_and_matches(finished, tmp_path):
+    """Stop right after epoch 1's checkpoint (as a kill would), restart: it continues at
+    epoch 2 (phase 2) and ends with the uninterrupted run's metrics. Also shows that one seed
+    gives the same metrics twice."""
+
+    def kill_after_first(epoch, phase, model):
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_and_evaluate(
+            finished["config"], tmp_path, registry=tiny_registry, epoch_end_hook=kill_after_first
+        )
+    assert not (tmp_path / "DONE").exists()
+    said, epochs = [], []
+    metrics = train_and_evaluate(
+        finished["config"],
+        tmp_path,
+        registry=tiny_registry,
+        say=lambda *a, **k: said.append(a[0]),
+        epoch_end_hook=lambda epoch, phase, model: epochs.append((epoch, phase.name)),
+    )
+    assert epochs == [(2, "finetune")]
+    assert any("epoch 2" in line for line in said if line.startswith("["))
+    assert metrics["val"] == finished["metrics"]["val"]
+    assert metrics["test"] == finished["metrics"]["test"]
+    assert len((tmp_path / "history.csv").read_text().splitlines()) == 3
+
+
+def _eval_setup(run, eval_batch):
+    return SimpleNamespace(
+        info=run.info, preprocess=run.preprocess, eval_batch=eval_batch, devices=1
+    )
+
+
+def test_predict_logits_pads_to_whole_batches(finished):
+    run = rundir.load_run(finished["workdir"])
+    images, labels = load_arrays("bloodmnist", 28, finished["config"].data_dir, verify=False)["val"]
+    logits = predict_logits(run.model, images, labels, _eval_setup(run, 5))
+    direct = np.asarray(run.model.predict(run.preprocess(images), verbose=0))
+    assert logits.shape == (16, 8)
+    np.testing.assert_allclose(logits, direct, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "chestmnist",
+        pytest.param("breastmnist", marks=pytest.mark.slow),
+        pytest.param("retinamnist", marks=pytest.mark.slow),
+    ],
+)
+def test_task_heads_metrics_and_batchnorm_from_random_init(tiny_config, tmp_path, data):
+    """Multi-label (sigmoid), binary and ordinal runs report medmnist's getACC/getAUC of the
+    selected model; from random init (--batchnorm=auto) phase 2 does train BN statistics."""
+    config = tiny_config(data, batchnorm="auto", max_steps_per_epoch=2)
+    recorder = Recorder()
+    metrics = train_and_evaluate(
+        config, tmp_path / "run", registry=tiny_registry, epoch_end_hook=recorder
+    )
+    stats = _split(recorder.after[1], "bn_stats")
+    assert stats and all(not np.array_equal(recorder.after[2][p], v) for p, v in stats.items())
+    run = rundir.load_run(tmp_path / "run")
+    images, labels = load_arrays(data, 28, config.data_dir, verify=False)["test"]
+    # The trainer's own prediction path (exact, as near-tied scores of a barely trained model
+    # make AUC sensitive to float noise), checked close to a plain predict of model.keras.
+    logits = predict_logits(run.model, images, labels, _eval_setup(run, 8))
+    direct = np.asarray(run.model.predict(run.preprocess(images), verbose=0))
+    np.testing.assert_allclose(logits, direct, rtol=1e-4, atol=1e-5)
+    scores = mm.probabilities(logits, run.info.task)
+    if data == "chestmnist":  # sigmoid scores: independent labels
+        assert run.info.is_multilabel and not np.allclose(scores.sum(axis=1), 1.0)
+    evaluator = evaluator_module()
+    assert metrics["test"]["acc"] == pytest.approx(
+        evaluator.getACC(labels, scores, run.info.task), abs=1e-6
+    )
+    assert metrics["test"]["auc"] == pytest.approx(
+        evaluator.getAUC(labels, scores, run.info.task), abs=1e-6
+    )
+
+
+@pytest.mark.slow
+def test_nan_loss_names_phase_and_epoch(tiny_config, tmp_path):
+    config = tiny_config(head_epochs=2, finetune_epochs=0, head_lr=1e30, optimizer="sgd")
+    with pytest.raises(FloatingPointError, match=r"phase 1 \(head\), epoch 1"):
+        train_and_evaluate(config, tmp_path / "run", registry=tiny_registry)
+
+
+@pytest.mark.slow
+def test_patience_stops_a_phase_and_the_next_one_still_runs(tiny_config, tmp_path):
+    """A learning rate too small to change anything: val AUC never improves after epoch 1,
+    so with --patience=1 phase 1 stops after epoch 2 of 3; phase 2 then runs (epoch 4)."""
+    config = tiny_config(
+        head_epochs=3, head_lr=1e-30, weight_decay=0.0, patience=1, max_steps_per_epoch=1
+    )
+    epochs = []
+    metrics = train_and_evaluate(
+        config,
+        tmp_path / "run",
+        registry=tiny_registry,
+        epoch_end_hook=lambda epoch, phase, model: epochs.append((epoch, phase.name)),
+    )
+    assert epochs == [(1, "head"), (2, "head"), (4, "finetune")]
+    assert metrics["stopped_early"] == ["head"]
+    assert metrics["epochs_run"] == 3

@@ -1,0 +1,179 @@
+"""Seed ensembles and test-time augmentation (TTA) of finished runs.
+
+``Averaged`` is a Keras model on preprocessed images that averages the class probabilities of
+its members over the TTA views (``"none"``: the image; ``"flip"``: the image and its
+horizontal mirror) and returns them as logits of the same task: ``log p`` (softmax tasks) or
+``log p - log(1 - p)`` (multi-label, sigmoid). Softmax / sigmoid of those logits give back the
+averaged probabilities, so everything that takes a run's logits-returning model (evaluation,
+the SavedModel export and its verification) takes an ensemble unchanged.
+
+``resolve_workdirs`` reads ``--workdir=A,B,C`` or a glob; ``load_members`` loads the runs and
+refuses members that do not share dataset, size, label set and preprocessing.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from tlmed_keras import metrics as mm
+
+TTA_MODES = ("none", "flip")
+# Probabilities are clipped before the log so that a saturated member gives finite logits;
+# softmax(log(clip(p))) differs from p by at most classes * EPSILON, far below the 1e-4 the
+# export is verified to.
+EPSILON = 1e-7
+_GLOB_CHARS = "*?["
+
+
+def check_tta(tta: str) -> str:
+    """Returns ``tta`` or raises ValueError naming the accepted modes."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"Bad --tta={tta!r}: accepted: {', '.join(TTA_MODES)}.")
+    return tta
+
+
+def _views(images, tta: str) -> list:
+    """The TTA views of a preprocessed ``[B, H, W, C]`` batch (channels last)."""
+    if tta == "flip":
+        return [images, keras.ops.flip(images, axis=2)]
+    return [images]
+
+
+def _probabilities(logits, task: str):
+    if task == mm.MULTILABEL:
+        return keras.ops.sigmoid(logits)
+    return keras.ops.softmax(logits, axis=-1)
+
+
+def _as_logits(probabilities, task: str):
+    p = keras.ops.clip(probabilities, EPSILON, 1.0 - EPSILON)
+    if task == mm.MULTILABEL:
+        return keras.ops.log(p) - keras.ops.log(1.0 - p)
+    return keras.ops.log(p)
+
+
+class Averaged(keras.Model):
+    """Mean probability of ``members`` over the views of ``tta``, returned as logits.
+
+    Args:
+        members: classifiers on preprocessed images returning logits (runs' model.keras),
+            all fed the same preprocessing.
+        task: the dataset's MedMNIST task (softmax, or sigmoid for multi-label).
+        tta: "none" or "flip" (mean over the image and its horizontal mirror).
+
+    Not saved as .keras: it is rebuilt from the members' run directories when needed.
+    """
+
+    def __init__(self, members: Sequence[keras.Model], task: str, tta: str = "none", **kwargs):
+        kwargs.setdefault("name", "ensemble" if len(members) > 1 else "tta")
+        super().__init__(**kwargs)
+        if not members:
+            raise ValueError("An ensemble needs at least one member model.")
+        self.members = list(members)
+        self.task = task
+        self.tta = check_tta(tta)
+        self.built = all(m.built for m in self.members)
+
+    def call(self, images, training=False):
+        probs = [
+            _probabilities(member(view, training=False), self.task)
+            for member in self.members
+            for view in _views(images, self.tta)
+        ]
+        mean = probs[0] if len(probs) == 1 else keras.ops.mean(keras.ops.stack(probs), axis=0)
+        return _as_logits(mean, self.task)
+
+
+def with_tta(model: keras.Model, task: str, tta: str) -> keras.Model:
+    """``model`` itself for ``tta="none"``, else the model averaged over the TTA views."""
+    if check_tta(tta) == "none":
+        return model
+    return Averaged([model], task, tta)
+
+
+def resolve_workdirs(value: str | Sequence[str]) -> list[Path]:
+    """The run directories of ``--workdir``: a comma list, globs, or both, in given order
+    (a glob's matches sorted), duplicates dropped.
+
+    Raises:
+        ValueError: an empty list, or a glob that matches no folder.
+    """
+    items = value.split(",") if isinstance(value, str) else list(value)
+    items = [item.strip() for item in items if item.strip()]
+    if not items:
+        raise ValueError(f"Bad --workdir={value!r}: give a run directory, a comma list or a glob.")
+    found: list[Path] = []
+    for item in items:
+        if any(ch in item for ch in _GLOB_CHARS):
+            matches = sorted(p for p in glob.glob(item) if os.path.isdir(p))
+            if not matches:
+                raise ValueError(
+                    f"Bad --workdir: the pattern {item!r} matches no folder. Quote the pattern "
+                    "and check it from the directory you run in."
+                )
+            found.extend(Path(p) for p in matches)
+        else:
+            found.append(Path(item))
+    return list(dict.fromkeys(found))
+
+
+def _member_facts(run: Any) -> dict[str, Any]:
+    """What members must share: the dataset, its file size, the label set, preprocessing."""
+    return {
+        "data": run.config.data,
+        "size": run.config.size,
+        "task": run.info.task,
+        "labels": tuple(run.info.label_names),
+        "preprocessing": _preprocessing(run.preprocess),
+    }
+
+
+def _preprocessing(preprocess: Any) -> dict[str, Any] | None:
+    """The Preprocess settings that change pixels (not the layer's name or dtype policy)."""
+    if preprocess is None:
+        return None
+    config = preprocess.get_config()
+    return {k: config.get(k) for k in ("image_size", "interpolation", "normalization")}
+
+
+def check_members(runs: Sequence[Any]) -> None:
+    """Refuses an ensemble of runs that differ in dataset, size, label set or preprocessing.
+
+    Raises:
+        ValueError: naming the first differing fact, its value in the first member and in
+            the member that differs.
+    """
+    if not runs:
+        raise ValueError("An ensemble needs at least one run directory.")
+    first = _member_facts(runs[0])
+    for run in runs[1:]:
+        facts = _member_facts(run)
+        for key, value in first.items():
+            if facts[key] != value:
+                raise ValueError(
+                    f"Ensemble members must share data, size, label set and preprocessing: "
+                    f"{key} is {value!r} in {runs[0].workdir} but {facts[key]!r} in "
+                    f"{run.workdir}. Pass runs of the same dataset and recipe."
+                )
+
+
+def load_members(workdirs: Sequence[str | os.PathLike]) -> list[Any]:
+    """Loads finished runs (``rundir.load_run``) and checks that they can be averaged."""
+    from tlmed_keras.train.rundir import load_run
+
+    runs = [load_run(w) for w in workdirs]
+    check_members(runs)
+    return runs
+
+
+def ensemble_model(runs: Sequence[Any], tta: str = "none") -> keras.Model:
+    """The run's own model for one run without TTA, else an ``Averaged`` of the runs."""
+    if len(runs) == 1:
+        return with_tta(runs[0].model, runs[0].info.task, tta)
+    return Averaged([run.model for run in runs], runs[0].info.task, tta)

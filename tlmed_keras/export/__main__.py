@@ -1,0 +1,124 @@
+"""Export a trained run as a SavedModel in TF Serving's layout.
+
+    python -m tlmed_keras.export --workdir=RUN --export_dir=DIR [--version=N] [--overwrite]
+    python -m tlmed_keras.export --workdir=RUN_A,RUN_B,RUN_C --export_dir=DIR [--tta=flip]
+
+Writes ``DIR/<name>/<version>/`` (``serving_default``: raw uint8 images ``[batch, H, W, C]``
+at the dataset's native size -> ``probabilities`` and ``class_id``), ``DIR/models.config``
+and ``DIR/<name>/request.json``. The version is verified against the Keras model on real
+images of ``--split`` before it is moved into place. See docs/serving.md.
+
+Several runs (a comma list and/or a quoted glob; same dataset, size, label set and
+preprocessing, else refused) export as ONE SavedModel whose ``probabilities`` are the mean of
+the members'; ``--tta=flip`` also averages each model over the horizontal mirror, inside the
+graph. The ensemble is verified against the Keras ensemble (``evaluate.ensemble.Averaged``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+
+from tlmed_keras import cli, runtime
+
+flags.DEFINE_string(
+    "workdir",
+    None,
+    "Run directory of a finished training run; several (comma list or glob): one SavedModel "
+    "of their seed ensemble (mean probability).",
+)
+flags.DEFINE_enum(
+    "tta",
+    "none",
+    ["none", "flip"],
+    "Test-time augmentation inside the exported graph: none, "
+    "or flip (mean over the image and its horizontal mirror).",
+)
+flags.DEFINE_string("export_dir", None, "TF Serving model root (DIR/<name>/<version>/).")
+flags.DEFINE_integer("version", None, "Version number; default: one above the highest there.")
+flags.DEFINE_string("name", None, "TF Serving model name; default: the dataset name.")
+flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
+flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split verified on.")
+flags.DEFINE_integer("num_verify", 64, "Images of --split compared with Keras (0 = all).")
+flags.DEFINE_float("atol", 1e-4, "Max abs difference of probabilities, SavedModel vs Keras.")
+flags.DEFINE_string("data_dir", None, "Folder of the npz files; default: the run's data_dir.")
+flags.DEFINE_bool("download", None, "Download a missing data file; default: the run's setting.")
+flags.DEFINE_list(
+    "platforms",
+    ["cpu", "cuda"],
+    "JAX backend only: jax2tf native serialization platforms of the artifact. Keep cpu to "
+    "serve on CPU; cuda adds NVIDIA GPU serving (needs a TF Serving GPU build).",
+)
+flags.DEFINE_string(
+    "serving_base_path",
+    None,
+    "Where the server sees --export_dir, for models.config (e.g. /models in the "
+    "tensorflow/serving container); default: its absolute path here.",
+)
+flags.DEFINE_enum("backend", "auto", list(runtime.BACKENDS), "Keras backend of the export.")
+flags.mark_flags_as_required(["workdir", "export_dir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    F = flags.FLAGS
+    if not F["verbosity"].present:
+        # TF's SavedModel writer logs "Assets written to ..." etc. at INFO through absl; the
+        # summary printed below says the same. --verbosity=0 brings them back.
+        logging.set_verbosity(logging.WARNING)
+    runtime.setup(F.backend)
+
+    from tlmed_keras.evaluate.ensemble import ensemble_model, load_members, resolve_workdirs
+    from tlmed_keras.evaluate.split import load_split
+    from tlmed_keras.export import layout
+    from tlmed_keras.export.savedmodel import export_savedmodel
+    from tlmed_keras.export.verify import ExportVerificationError
+    from tlmed_keras.housekeeping import remove_stale_export_temps
+
+    try:
+        workdirs = resolve_workdirs(F.workdir)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    runs = load_members(workdirs)
+    run = runs[0]
+    remove_stale_export_temps(os.path.join(F.export_dir, F.name or run.info.name))
+    images, _ = load_split(run, F.split, F.data_dir, F.download)
+    if F.num_verify > 0:
+        images = images[: F.num_verify]
+    metadata = {"workdir": str(run.workdir), "model": run.config.model, "tta": F.tta}
+    if len(runs) > 1:
+        metadata["ensemble_workdirs"] = [str(r.workdir) for r in runs]
+        metadata["ensemble_models"] = [r.config.model for r in runs]
+    try:
+        result = export_savedmodel(
+            ensemble_model(runs, F.tta),
+            run.preprocess,
+            run.info,
+            F.export_dir,
+            images,
+            name=F.name,
+            version=F.version,
+            overwrite=F.overwrite,
+            platforms=F.platforms,
+            atol=F.atol,
+            metadata=metadata,
+            serving_base_path=F.serving_base_path,
+        )
+    except (FileExistsError, ExportVerificationError) as e:
+        raise SystemExit(f"Export refused: {e}") from e
+    print(result.signature)
+    what = f"ensemble of {len(runs)} runs" if len(runs) > 1 else "model"
+    print(
+        f"Verified on {result.num_verified} {F.split} images: max |SavedModel - Keras {what}| "
+        f"probability difference {result.max_abs_diff:.2e} (limit {F.atol:g})."
+    )
+    print(f"Exported {result.name} version {result.version} -> {result.path}")
+    print(f"TF Serving config: {result.models_config}")
+    print(f"Sample request:    {result.request}")
+    print(f"  {layout.curl_line(result.name, result.request)}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

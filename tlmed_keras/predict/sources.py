@@ -1,0 +1,91 @@
+"""What predicts: a finished run directory or an exported SavedModel, behind one interface.
+
+A ``Predictor`` has ``spec`` (the serving contract: dataset, stored size, channels, task,
+label names) and ``probabilities(images)`` on raw uint8 ``[B, size, size, C]`` images.
+``mean_probabilities`` takes a list of predictors, so an ensemble of runs is a list of them
+(it checks they agree on the dataset and size). Import after ``runtime.setup``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from tlmed_keras.export.signature import PROBABILITIES, ServingSpec  # after runtime.setup
+
+
+class Predictor(Protocol):
+    spec: ServingSpec
+    source: str
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray: ...
+
+
+class RunPredictor:
+    """A finished training run (``--workdir``): model.keras + the training Preprocess."""
+
+    def __init__(self, workdir: os.PathLike | str, batch_size: int = 64):
+        from tlmed_keras.export.signature import serving_spec
+        from tlmed_keras.train.rundir import load_run
+
+        self.run = load_run(workdir)
+        self.spec = serving_spec(self.run.info)
+        self.source = os.fspath(workdir)
+        self.batch_size = batch_size
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        from tlmed_keras.export.verify import keras_reference
+
+        out = keras_reference(
+            self.run.model, self.run.preprocess, images, self.spec, self.batch_size
+        )
+        return np.asarray(out[PROBABILITIES], dtype=np.float32)
+
+
+class SavedModelPredictor:
+    """An exported SavedModel version folder (``--saved_model``), read by TF's loader."""
+
+    def __init__(self, path: os.PathLike | str, batch_size: int = 64):
+        from tlmed_keras.export.layout import read_metadata
+
+        self.spec = read_metadata(path)
+        self.source = os.fspath(path)
+        self.batch_size = batch_size
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        from tlmed_keras.export.verify import predict
+
+        out = predict(self.source, images, self.spec, self.batch_size)
+        return np.asarray(out[PROBABILITIES], dtype=np.float32)
+
+
+def common_spec(predictors: Sequence[Predictor]) -> ServingSpec:
+    """The spec every predictor shares.
+
+    Raises:
+        ValueError: no predictor, or predictors of other datasets, sizes or label sets.
+    """
+    if not predictors:
+        raise ValueError("No model given: pass --workdir=RUN or --saved_model=DIR.")
+    first = predictors[0].spec
+    for other in predictors[1:]:
+        if (other.spec.dataset, other.spec.size, other.spec.label_names) != (
+            first.dataset,
+            first.size,
+            first.label_names,
+        ):
+            raise ValueError(
+                f"{other.source} predicts {other.spec.dataset} at {other.spec.size} px but "
+                f"{predictors[0].source} predicts {first.dataset} at {first.size} px: "
+                "combine models of one dataset and size only."
+            )
+    return first
+
+
+def mean_probabilities(predictors: Sequence[Predictor], images: np.ndarray) -> np.ndarray:
+    """Probabilities ``[B, classes]`` averaged over ``predictors`` (one: its own)."""
+    common_spec(predictors)
+    return np.mean([p.probabilities(images) for p in predictors], axis=0)

@@ -1,0 +1,97 @@
+"""The two phases of fine-tuning and their learning-rate schedules and optimizers."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+
+from tlmed_keras.train.config import Config
+
+HEAD, FINETUNE = "head", "finetune"
+PHASES = (HEAD, FINETUNE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One phase: what is trainable, for how long, at which rate.
+
+    ``first_epoch`` is the global epoch index the phase starts at (phase 2 continues the
+    TensorBoard timeline of phase 1 through Keras' ``initial_epoch``).
+    """
+
+    name: str
+    index: int  # 1 or 2, for messages
+    epochs: int
+    lr: float
+    trainable: str | int  # "frozen", "all" or N top blocks (models.set_trainable's mode)
+    first_epoch: int
+
+
+def phases(config: Config) -> list[Phase]:
+    """The phases to run, in order; a phase with 0 epochs is left out."""
+    out = []
+    if config.head_epochs:
+        out.append(Phase(HEAD, 1, config.head_epochs, config.head_lr, "frozen", 0))
+    if config.finetune_epochs:
+        out.append(
+            Phase(
+                FINETUNE,
+                2,
+                config.finetune_epochs,
+                config.finetune_lr,
+                config.unfreeze_mode,
+                config.head_epochs,
+            )
+        )
+    return out
+
+
+def learning_rate(config: Config, phase: Phase, steps_per_epoch: int):
+    """Phase 1: constant ``head_lr``. Phase 2: linear warm-up over ``warmup_epochs`` (from
+    ``lr / warmup_steps`` to ``finetune_lr``) then cosine decay to 0 at the last step."""
+    if phase.name == HEAD:
+        return phase.lr
+    total = phase.epochs * steps_per_epoch
+    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total)
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(phase.lr, decay_steps=total)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=phase.lr / warmup,
+        decay_steps=max(total - warmup, 1),
+        warmup_target=phase.lr,
+        warmup_steps=warmup,
+    )
+
+
+def make_optimizer(
+    config: Config, phase: Phase, steps_per_epoch: int
+) -> keras.optimizers.Optimizer:
+    """The optimizer of ``phase`` (a fresh one per phase: phase 2 has its own state)."""
+    lr = learning_rate(config, phase, steps_per_epoch)
+    name = f"{config.optimizer}_{phase.name}"
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, name=name)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr, weight_decay=config.weight_decay or None, name=name)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(
+            lr, momentum=config.momentum, weight_decay=config.weight_decay or None, name=name
+        )
+    raise ValueError(f"Unknown optimizer {config.optimizer!r}.")
+
+
+def steps_per_epoch(num_train: int, config: Config, drop_remainder: bool) -> int:
+    """Training steps of one epoch, capped by ``max_steps_per_epoch`` (0 = no cap)."""
+    steps = num_train // config.batch_size if drop_remainder else -(-num_train // config.batch_size)
+    steps = max(steps, 1)
+    if config.max_steps_per_epoch:
+        steps = min(steps, config.max_steps_per_epoch)
+    return steps
+
+
+def current_lr(optimizer: keras.optimizers.Optimizer) -> float:
+    """The learning rate the optimizer uses at its current step."""
+    value = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    return value if math.isfinite(value) else math.nan

@@ -1,1 +1,0 @@
-"""Fine-tuning job: config, MedMNIST metrics, schedules, callbacks, run directory, trainer."""
