@@ -69,6 +69,11 @@ def _save_pth(module, path: pathlib.Path) -> pathlib.Path:
     return path
 
 
+def _from_pth(module, build, path: pathlib.Path, size: int):
+    model = build((size, size, 3), weights=_save_pth(module, path))
+    return model, _random_images(size)
+
+
 @pytest.fixture(scope="session")
 def torch_ref() -> SimpleNamespace:
     """Helpers to compare a Keras port with its torch reference module.
@@ -81,7 +86,9 @@ def torch_ref() -> SimpleNamespace:
     expected)``: ``build((size, size, 3), include_top=True, ...)`` given the module's weights
     by ``load(model, state_dict)``, ``images(size, batch)`` and the module's logits on them;
     ``save_pth(module, path) -> path``: its state dict as a ``.pth`` file, as torchvision
-    publishes them.
+    publishes them;
+    ``from_pth(module, build, path, size) -> (model, images)``: ``build((size, size, 3),
+    weights=...)`` reading the module saved by ``save_pth(module, path)``, and ``images(size)``.
     """
     return SimpleNamespace(
         state_dict=_numpy_state_dict,
@@ -89,4 +96,5 @@ def torch_ref() -> SimpleNamespace:
         logits=_torch_logits,
         ported=_ported,
         save_pth=_save_pth,
+        from_pth=_from_pth,
     )
