@@ -50,20 +50,30 @@ def test_tfds_load_gives_official_splits_and_images(tfds_dir, breast, medmnist_d
         np.testing.assert_array_equal([int(e["label"]) for e in examples], labels[index, 0])
 
 
-def _indices_of_epoch(tfds_dir, medmnist_dir, breast, seed) -> np.ndarray:
-    """Train-split order as rows of the npz, recovered from the unnormalised pixels."""
-    dataset = make_dataset_from_tfds(
+def _breast_dataset(tfds_dir, medmnist_dir, split: str, **options):
+    """The TFDS-backed pipeline over the module's prepared breastmnist_28 copy."""
+    return make_dataset_from_tfds(
         "breastmnist",
         28,
+        split,
+        tfds_dir=tfds_dir,
+        npz_dir=medmnist_dir,
+        cache_dir=None,
+        **options,
+    )
+
+
+def _indices_of_epoch(tfds_dir, medmnist_dir, breast, seed) -> np.ndarray:
+    """Train-split order as rows of the npz, recovered from the unnormalised pixels."""
+    dataset = _breast_dataset(
+        tfds_dir,
+        medmnist_dir,
         "train",
         batch_size=100,
         preprocess=Preprocess(28, "unit"),
         training=True,
         seed=seed,
-        tfds_dir=tfds_dir,
-        npz_dir=medmnist_dir,
         shuffle_buffer=200,
-        cache_dir=None,
     )
     row_of = {img.tobytes(): i for i, img in enumerate(breast["train"][0])}
     order = []
@@ -82,16 +92,13 @@ def test_tfds_pipeline_epoch_holds_every_image_once_and_is_seeded(tfds_dir, medm
 
 
 def test_tfds_pipeline_eval_split_counts_and_labels(tfds_dir, medmnist_dir, breast):
-    dataset = make_dataset_from_tfds(
-        "breastmnist",
-        28,
+    dataset = _breast_dataset(
+        tfds_dir,
+        medmnist_dir,
         "test",
         batch_size=64,
         preprocess=Preprocess(64, "torch"),
         training=False,
-        tfds_dir=tfds_dir,
-        npz_dir=medmnist_dir,
-        cache_dir=None,
     )
     batches = list(dataset.as_numpy_iterator())
     x = np.concatenate([b[0] for b in batches])

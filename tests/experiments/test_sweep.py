@@ -37,6 +37,15 @@ def _flagfile(folder: pathlib.Path, stem: str, model: str, data: str, extra: str
     return path
 
 
+def _one_step_training(npz: pathlib.Path, image_size: int, head_epochs: int) -> str:
+    """Flags of a real training run cut to one step per epoch on the synthetic ``npz``."""
+    return (
+        f"--image_size={image_size}\n--data_dir={npz.parent}\n--noverify_data\n"
+        f"--head_epochs={head_epochs}\n--finetune_epochs=1\n--warmup_epochs=0\n"
+        "--batch_size=8\n--max_steps_per_epoch=1\n--weights=none\n--backend=jax"
+    )
+
+
 @pytest.fixture
 def flagdir(tmp_path):
     folder = tmp_path / "flags"
@@ -197,13 +206,8 @@ def test_real_trainer_run_through_the_sweep(make_npz, tmp_path):
     """One real tlmed_keras training run (tiny registry model, synthetic BloodMNIST, one step
     per epoch) launched by the runner; its metrics.json lands in the table."""
     data = make_npz("bloodmnist", 28, {"train": 16, "val": 8, "test": 8})
-    flagfile = tmp_path / "tiny_blood.cfg"
-    flagfile.write_text(
-        "--model=tiny_cnn\n--data=bloodmnist\n--size=28\n--image_size=28\n"
-        f"--data_dir={data.parent}\n--noverify_data\n--head_epochs=0\n--finetune_epochs=1\n"
-        "--warmup_epochs=0\n--batch_size=8\n--eval_batch_size=8\n--max_steps_per_epoch=1\n"
-        "--weights=none\n--backend=jax\n"
-    )
+    flags = _one_step_training(data, image_size=28, head_epochs=0) + "\n--eval_batch_size=8"
+    flagfile = _flagfile(tmp_path, "tiny_blood", "tiny_cnn", "bloodmnist", flags)
     out = tmp_path / "out"
     template = (
         f"{sys.executable} {HERE / 'tiny_train.py'} --flagfile={{flagfile}} "
@@ -227,13 +231,8 @@ def test_real_trainer_run_through_the_sweep(make_npz, tmp_path):
 def test_default_command_runs_the_real_cli(make_npz, tmp_path):
     """The runner's default command (python -m tlmed_keras.train) on a registry model."""
     data = make_npz("breastmnist", 28, {"train": 16, "val": 8, "test": 8})
-    flagfile = tmp_path / "cli_breast.cfg"
-    flagfile.write_text(
-        "--model=squeezenet1_1\n--weights=none\n--data=breastmnist\n--size=28\n"
-        f"--image_size=32\n--data_dir={data.parent}\n--noverify_data\n--head_epochs=1\n"
-        "--finetune_epochs=1\n--warmup_epochs=0\n--batch_size=8\n--max_steps_per_epoch=1\n"
-        "--backend=jax\n"
-    )
+    flags = _one_step_training(data, image_size=32, head_epochs=1)
+    flagfile = _flagfile(tmp_path, "cli_breast", "squeezenet1_1", "breastmnist", flags)
     out = tmp_path / "out"
     res = sweep(f"--flagfiles={flagfile}", "--seeds=0,1", f"--out={out}", "--noplot")
     assert res.returncode == 0, res.stdout + res.stderr

@@ -62,11 +62,11 @@ def _ported(reference, build, load, size: int, batch: int = 2, **build_options):
     return model, images, _torch_logits(reference, images)
 
 
-def _save_pth(module, path: pathlib.Path) -> pathlib.Path:
+def _from_pth(module, build, path: pathlib.Path, size: int):
     import torch
 
     torch.save(module.state_dict(), path)
-    return path
+    return build((size, size, 3), weights=path), _random_images(size)
 
 
 @pytest.fixture(scope="session")
@@ -80,13 +80,14 @@ def torch_ref() -> SimpleNamespace:
     ``ported(module, build, load, size, batch=2, **build_options) -> (model, images,
     expected)``: ``build((size, size, 3), include_top=True, ...)`` given the module's weights
     by ``load(model, state_dict)``, ``images(size, batch)`` and the module's logits on them;
-    ``save_pth(module, path) -> path``: its state dict as a ``.pth`` file, as torchvision
-    publishes them.
+    ``from_pth(module, build, path, size) -> (model, images)``: the module's state dict saved
+    as a ``.pth`` file at ``path`` (as torchvision publishes them), ``build((size, size, 3),
+    weights=path)`` reading it, and ``images(size)``.
     """
     return SimpleNamespace(
         state_dict=_numpy_state_dict,
         images=_random_images,
         logits=_torch_logits,
         ported=_ported,
-        save_pth=_save_pth,
+        from_pth=_from_pth,
     )

@@ -135,9 +135,8 @@ def test_logits_match_torchvision_layout(torch_ref):
 @pytest.mark.torch
 def test_backbone_loads_pth_file_through_safe_reader(tmp_path, torch_ref):
     reference = _torch_alexnet()
-    weights = torch_ref.save_pth(reference, tmp_path / "alexnet.pth")
-    model = alexnet.build_backbone((SMALL, SMALL, 3), weights=weights)
-    images = torch_ref.images(SMALL)
+    pth = tmp_path / "alexnet.pth"
+    model, images = torch_ref.from_pth(reference, alexnet.build_backbone, pth, SMALL)
 
     def features(x):  # up to the second FC's ReLU: the backbone's 4096 features
         return reference.classifier[:6](reference.avgpool(reference.features(x)).flatten(1))

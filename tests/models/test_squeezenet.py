@@ -134,9 +134,8 @@ def test_logits_match_torchvision_layout(size, torch_ref):
 @pytest.mark.torch
 def test_backbone_loads_pth_file_through_safe_reader(tmp_path, torch_ref):
     reference = _torch_squeezenet1_1()
-    weights = torch_ref.save_pth(reference, tmp_path / "squeezenet1_1.pth")
-    model = squeezenet.build_backbone((SMALL, SMALL, 3), weights=weights)
-    images = torch_ref.images(SMALL)
+    pth = tmp_path / "squeezenet1_1.pth"
+    model, images = torch_ref.from_pth(reference, squeezenet.build_backbone, pth, SMALL)
     pooled = torch_ref.logits(lambda x: reference.features(x).mean(dim=(2, 3)), images)
     np.testing.assert_allclose(model(images), pooled, rtol=1e-4, atol=1e-5)
 

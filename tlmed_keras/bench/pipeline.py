@@ -58,6 +58,17 @@ def _write_synthetic_npz(folder: str) -> str:
     return info.name
 
 
+def _timed_options(preprocess, augment: str | None) -> dict:
+    """The training-pipeline options every source is timed with, so the sources compare."""
+    return dict(
+        batch_size=FLAGS.batch_size,
+        preprocess=preprocess,
+        training=True,
+        augment=augment,
+        drop_remainder=True,
+    )
+
+
 def _arrays_dataset(preprocess, augment: str | None, scratch: str):
     from tlmed_keras.data import load_arrays
     from tlmed_keras.data.pipeline import make_dataset
@@ -69,16 +80,7 @@ def _arrays_dataset(preprocess, augment: str | None, scratch: str):
     else:
         images, labels, info = _synthetic_arrays()
     print(f"source=arrays {images.shape} {images.dtype}")
-    return make_dataset(
-        images,
-        labels,
-        info=info,
-        batch_size=FLAGS.batch_size,
-        preprocess=preprocess,
-        training=True,
-        augment=augment,
-        drop_remainder=True,
-    )
+    return make_dataset(images, labels, info=info, **_timed_options(preprocess, augment))
 
 
 def _tfds_dataset(preprocess, augment: str | None, scratch: str):
@@ -96,11 +98,7 @@ def _tfds_dataset(preprocess, augment: str | None, scratch: str):
         name,
         FLAGS.source_size,
         "train",
-        batch_size=FLAGS.batch_size,
-        preprocess=preprocess,
-        training=True,
-        augment=augment,
-        drop_remainder=True,
+        **_timed_options(preprocess, augment),
         tfds_dir=tfds_dir,
         npz_dir=npz_dir,
         **options,
@@ -122,15 +120,7 @@ def _stream_dataset(preprocess, augment: str | None, scratch: str):
         path = os.path.join(scratch, info.filename)
     shard_set = shards.prepare_shards(path, info)
     print(f"source=stream {len(shard_set.splits['train'])} train shards in {shard_set.folder}")
-    return make_stream_dataset(
-        shard_set,
-        "train",
-        batch_size=FLAGS.batch_size,
-        preprocess=preprocess,
-        training=True,
-        augment=augment,
-        drop_remainder=True,
-    )
+    return make_stream_dataset(shard_set, "train", **_timed_options(preprocess, augment))
 
 
 def measure(dataset, steps: int, warmup_steps: int) -> float:
