@@ -23,6 +23,7 @@ REGISTRY_API = (
     "get_spec",
     "model_names",
     "normalization_of",
+    "register_layers",
     "set_trainable",
 )
 

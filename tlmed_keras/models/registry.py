@@ -75,6 +75,12 @@ def _all_specs() -> dict[str, ModelSpec]:
     return _SPECS
 
 
+def register_layers() -> None:
+    """Imports every family module, which registers its custom Keras layers: a saved
+    ``model.keras`` of AlexNet, SqueezeNet, BEiT or a keras-hub backbone loads only then."""
+    _all_specs()
+
+
 def model_names() -> tuple[str, ...]:
     """Registered model names, in listing order."""
     return tuple(_all_specs())

@@ -418,8 +418,9 @@ def load_run(workdir: os.PathLike | str) -> Run:
             raise FileNotFoundError(
                 f"{run.path(name)} is missing: {workdir} holds no finished training run{todo}."
             )
-    with contextlib.suppress(ImportError):  # registers the models' custom layers
-        import tlmed_keras.models.registry  # noqa: F401
+    from tlmed_keras.models import register_layers
+
+    register_layers()  # model.keras may hold our own layers (AlexNet, BEiT, ...)
     resolved = run.read_config()
     config = Config.from_dict(resolved)
     model = _load_model(run.path(MODEL_FILE))
