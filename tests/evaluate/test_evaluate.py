@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import run_python
 from tlmed_keras.evaluate.evaluation import evaluate_scores, summary
-from tlmed_keras.evaluate.report import evaluate_run
+from tlmed_keras.evaluate.report import EvalOptions, evaluate_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -62,7 +62,7 @@ def test_bad_scores_refused():
 
 
 def test_multilabel_run_gets_per_label_report(tiny_run, tmp_path):
-    report = evaluate_run(tiny_run("chestmnist"), "val", out_dir=tmp_path)
+    report = evaluate_run(tiny_run("chestmnist"), "val", EvalOptions(out_dir=tmp_path))
     ev = report.evaluation
     assert ev.confusion.shape == (14, 2, 2)
     assert len(ev.per_class) == 14
