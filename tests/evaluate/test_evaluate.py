@@ -76,6 +76,16 @@ def test_bad_split_and_missing_run(tiny_run, tmp_path):
         evaluate_run(tmp_path, "test")
 
 
+def test_eval_options_are_checked_when_built_and_choose_the_folder(tmp_path):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        EvalOptions(batch_size=0)
+    with pytest.raises(ValueError, match="Bad --tta='mirror'"):
+        EvalOptions(tta="mirror")
+    assert EvalOptions().out_path(tmp_path, "val") == tmp_path / "val"
+    assert EvalOptions(tta="flip").out_path(tmp_path, "val") == tmp_path / "val_tta-flip"
+    assert EvalOptions(out_dir=tmp_path / "mine").out_path(tmp_path, "val") == tmp_path / "mine"
+
+
 def test_cli_offline_with_data_dir(tiny_run, medmnist_dir):
     workdir = tiny_run("retinamnist")
     proc = run_python(
