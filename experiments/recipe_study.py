@@ -126,7 +126,7 @@ def stage_val() -> None:
 
 
 def stage_val_tta(candidate: str) -> None:
-    from tlmed_keras.evaluate.report import evaluate_run
+    from tlmed_keras.evaluate.report import EvalOptions, evaluate_run
 
     lines = [
         f"# Flip TTA on the VALIDATION split, {candidate} runs (rule 2 of the recipe)",
@@ -139,7 +139,9 @@ def stage_val_tta(candidate: str) -> None:
         for seed in SEEDS:
             cells = []
             for tta in ("none", "flip"):
-                ev = evaluate_run(run_dir(data, candidate, seed), "val", tta=tta).evaluation
+                ev = evaluate_run(
+                    run_dir(data, candidate, seed), "val", EvalOptions(tta=tta)
+                ).evaluation
                 score[tta].append((ev.acc + ev.auc) / 2)
                 cells.append(f"{ev.acc:.3f} / {ev.auc:.3f}")
             lines.append(f"| {data} | {seed} | {cells[0]} | {cells[1]} |")
@@ -154,14 +156,14 @@ def stage_val_tta(candidate: str) -> None:
 
 
 def stage_test(candidate: str, tta: str) -> None:
-    from tlmed_keras.evaluate.report import evaluate_ensemble, evaluate_run
+    from tlmed_keras.evaluate.report import EvalOptions, evaluate_ensemble, evaluate_run
 
     rows, lines = [], []
     for data in DATASETS:
         dirs = [run_dir(data, candidate, s) for s in SEEDS]
         for mode in ("none", tta) if tta != "none" else ("none",):
-            single = [evaluate_run(d, "test", tta=mode).evaluation for d in dirs]
-            ens = evaluate_ensemble(dirs, "test", tta=mode).evaluation
+            single = [evaluate_run(d, "test", EvalOptions(tta=mode)).evaluation for d in dirs]
+            ens = evaluate_ensemble(dirs, "test", EvalOptions(tta=mode)).evaluation
             for seed, ev in zip(SEEDS, single, strict=True):
                 rows.append(dict(data=data, tta=mode, what=f"seed{seed}", acc=ev.acc, auc=ev.auc))
             rows.append(dict(data=data, tta=mode, what="ensemble", acc=ens.acc, auc=ens.auc))

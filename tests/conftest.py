@@ -32,11 +32,17 @@ SHARED = pathlib.Path(os.environ.get("TLMED_SHARED", REPO.parent / "shared"))
 
 
 def run_python(*args: str, cwd=REPO, timeout: float = 600, **env: str):
-    """``python ARGS`` in a child process (this interpreter, this checkout first on the path,
-    no accelerator, ``env`` added): a ``CompletedProcess`` with text output; the exit code is
-    the test's to check."""
+    """``python ARGS`` in a child process with this interpreter (see ``run_command``)."""
+    return run_command([sys.executable, *args], cwd=cwd, timeout=timeout, **env)
+
+
+def run_command(command: list[str] | str, cwd=REPO, timeout: float = 600, **env: str):
+    """``command`` (an argument list, or one line for ``sh``, as a scheduler runs it) in a
+    child process (this checkout first on the path, no accelerator, ``env`` added): a
+    ``CompletedProcess`` with text output; the exit code is the test's to check."""
     return subprocess.run(
-        [sys.executable, *args],
+        command,
+        shell=isinstance(command, str),
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", **env},
         capture_output=True,

@@ -4,12 +4,14 @@ and bad names fail before TensorFlow loads (issues 16 and 17)."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import pickle
 import textwrap
 import zipfile
 
 import pytest
+from absl import flags
 
 from tests.conftest import run_python
 from tlmed_keras import cli, precheck, weights_guard
@@ -249,3 +251,23 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys):
     assert done.value.code == 130
     err = capsys.readouterr().err
     assert err.startswith("tlmed_keras.train: interrupted (Ctrl-C).") and err.count("\n") == 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    cli_test_size: int = 1
+    cli_test_name: str = "a"
+    cli_test_no_flag: bool = True
+
+
+def test_options_from_flags_reads_the_flags_named_like_the_fields():
+    flags.DEFINE_integer("cli_test_size", 7, "Test only.")
+    flags.DEFINE_string("cli_test_name", "b", "Test only.")
+    flags.FLAGS["cli_test_size"].value = 9  # as if parsed from --cli_test_size=9
+    assert cli.flag_values("cli_test_size", "cli_test_name") == {
+        "cli_test_size": 9,
+        "cli_test_name": "b",
+    }
+    # A given value wins over its flag; a field without a flag keeps its default.
+    options = cli.options_from_flags(_Options, cli_test_name="given")
+    assert options == _Options(cli_test_size=9, cli_test_name="given", cli_test_no_flag=True)

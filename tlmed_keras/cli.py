@@ -23,11 +23,12 @@ prints one line and exits with 130; a closed pipe (``| head``) ends quietly.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from tlmed_keras.errors import EXIT_FAILURE, EXIT_USAGE, TlmedError
 
@@ -53,6 +54,7 @@ USAGE_NAMES = frozenset({"Error", "UsageError", "IllegalFlagValueError", "Valida
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 HELP_FLAGS = frozenset({"help", "h", "?", "helpshort", "helpfull", "helpxml"})
 TRACEBACK_ENV = "TLMED_TRACEBACK"
+Options = TypeVar("Options")
 
 # What to do about common OSErrors, by errno.
 _OS_HINTS = {
@@ -191,3 +193,23 @@ def run(main: Callable[[list[str]], Any], prog: str | None = None, argv=None) ->
 
     name = prog or prog_name(main)
     app.run(guard(main, name), argv=argv, flags_parser=parse_flags(name))
+
+
+def flag_values(*names: str) -> dict[str, Any]:
+    """``{name: value}`` of the parsed flags ``names``, for a function whose keywords are named
+    after them (the flag and the keyword then cannot drift apart)."""
+    from absl import flags
+
+    return {name: flags.FLAGS[name].value for name in names}
+
+
+def options_from_flags(options_type: type[Options], **given: Any) -> Options:
+    """``options_type`` (a dataclass whose fields are named after flags) from the parsed flags.
+
+    Each field takes the value of the flag of its name; ``given`` values win (a flag that
+    needs converting first); a field with neither keeps its default.
+    """
+    from absl import flags
+
+    names = [f.name for f in dataclasses.fields(options_type) if f.name in flags.FLAGS]
+    return options_type(**{**flag_values(*names), **given})

@@ -65,14 +65,13 @@ def test_missing_file_offline_exits_1_with_places_and_url(tmp_path):
 def test_pipeline_benchmark_measures_a_dataset():
     # Neither bench nor define_flags() in-process: other areas' entry points define flags too.
     from tlmed_keras.bench import pipeline as pipeline_bench
-    from tlmed_keras.data.pipeline import make_dataset
+    from tlmed_keras.data.pipeline import PipelineOptions, make_dataset
     from tlmed_keras.data.preprocess import Preprocess
 
     info = catalog.get_info("breastmnist")
     images = np.zeros((12, 28, 28), np.uint8)
-    dataset = make_dataset(
-        images, np.zeros((12, 1)), info=info, batch_size=4, preprocess=Preprocess(32), training=1
-    )
+    options = PipelineOptions(batch_size=4, preprocess=Preprocess(32), training=True)
+    dataset = make_dataset(images, np.zeros((12, 1)), info=info, options=options)
     assert pipeline_bench.measure(dataset, steps=5, warmup_steps=1) > 0
 
 

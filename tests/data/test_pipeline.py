@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import synthetic_arrays
 from tlmed_keras.data import catalog, load_arrays
-from tlmed_keras.data.pipeline import make_augmenter, make_dataset, task_labels
+from tlmed_keras.data.pipeline import PipelineOptions, make_augmenter, make_dataset, task_labels
 from tlmed_keras.data.preprocess import Preprocess
 
 TORCH_LOW = (0 - 0.485) / 0.229  # the lowest value "torch" normalisation can give
@@ -38,14 +38,8 @@ def _raw_from_unit(x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_official_split_passes_whole_with_shapes_and_ranges(breast, split):
     images, labels = breast[split]
-    dataset = make_dataset(
-        images,
-        labels,
-        info=breast.info,
-        batch_size=64,
-        preprocess=Preprocess(32, "torch"),
-        training=False,
-    )
+    options = PipelineOptions(batch_size=64, preprocess=Preprocess(32, "torch"), training=False)
+    dataset = make_dataset(images, labels, info=breast.info, options=options)
     x, y = _collect(dataset)
     assert len(x) == breast.info.split_sizes[split]
     assert x.dtype == np.float32 and x.shape[1:] == (32, 32, 3)
@@ -55,40 +49,29 @@ def test_official_split_passes_whole_with_shapes_and_ranges(breast, split):
 
 
 def test_grayscale_is_tripled_and_rgb_kept(breast, retina):
-    unit = Preprocess(28, "unit")
-    x, _ = _collect(
-        make_dataset(*breast["val"], info=breast.info, batch_size=32, preprocess=unit, training=0)
-    )
+    unit = PipelineOptions(batch_size=32, preprocess=Preprocess(28, "unit"), training=False)
+    x, _ = _collect(make_dataset(*breast["val"], info=breast.info, options=unit))
     np.testing.assert_array_equal(x[..., 0], x[..., 1])
     np.testing.assert_array_equal(x[..., 0], x[..., 2])
     np.testing.assert_array_equal(_raw_from_unit(x), breast["val"][0])
-    x, _ = _collect(
-        make_dataset(*retina["val"], info=retina.info, batch_size=32, preprocess=unit, training=0)
-    )
+    x, _ = _collect(make_dataset(*retina["val"], info=retina.info, options=unit))
     np.testing.assert_allclose(x * 255, retina["val"][0], atol=1e-3)
 
 
 def test_nearest_resize_repeats_pixels(breast):
     images, labels = breast["val"]
     nearest = Preprocess(56, "unit", interpolation="nearest")
-    x, _ = _collect(
-        make_dataset(
-            images, labels, info=breast.info, batch_size=40, preprocess=nearest, training=0
-        )
-    )
+    options = PipelineOptions(batch_size=40, preprocess=nearest, training=False)
+    x, _ = _collect(make_dataset(images, labels, info=breast.info, options=options))
     np.testing.assert_array_equal(_raw_from_unit(x[:, ::2, ::2]), images)
     np.testing.assert_array_equal(x[:, ::2, ::2], x[:, 1::2, 1::2])
 
 
 def _train_order(splits, seed: int, epochs: int = 1) -> list[np.ndarray]:
-    dataset = make_dataset(
-        *splits["train"],
-        info=splits.info,
-        batch_size=100,
-        preprocess=Preprocess(28, "unit"),
-        training=True,
-        seed=seed,
+    options = PipelineOptions(
+        batch_size=100, preprocess=Preprocess(28, "unit"), training=True, seed=seed
     )
+    dataset = make_dataset(*splits["train"], info=splits.info, options=options)
     return [_raw_from_unit(_collect(dataset)[0]) for _ in range(epochs)]
 
 
@@ -111,14 +94,11 @@ def test_shuffled_epoch_holds_every_image_once_and_seed_fixes_order(breast):
 def test_multilabel_labels_are_float_vectors():
     info = catalog.get_info("chestmnist")
     arrays = synthetic_arrays("chestmnist", n={"train": 10})
+    options = PipelineOptions(
+        batch_size=4, preprocess=Preprocess(32), training=True, drop_remainder=True
+    )
     dataset = make_dataset(
-        arrays["train_images"],
-        arrays["train_labels"],
-        info=info,
-        batch_size=4,
-        preprocess=Preprocess(32),
-        training=True,
-        drop_remainder=True,
+        arrays["train_images"], arrays["train_labels"], info=info, options=options
     )
     x, y = _collect(dataset)
     assert x.shape == (8, 32, 32, 3)
@@ -143,29 +123,34 @@ def test_task_labels_rejects_wrong_shape():
 
 def test_augmentation_changes_train_pixels_only(retina):
     images, labels = retina["val"]
-    kwargs = dict(info=retina.info, batch_size=60, preprocess=Preprocess(28, "unit"), seed=1)
-    plain, y_plain = _collect(make_dataset(images, labels, training=False, **kwargs))
-    evaluated, _ = _collect(make_dataset(images, labels, training=False, augment="basic", **kwargs))
+    common = dict(batch_size=60, preprocess=Preprocess(28, "unit"), seed=1)
+
+    def dataset(**options):
+        return make_dataset(
+            images, labels, info=retina.info, options=PipelineOptions(**common, **options)
+        )
+
+    plain, y_plain = _collect(dataset(training=False))
+    evaluated, _ = _collect(dataset(training=False, augment="basic"))
     np.testing.assert_array_equal(plain, evaluated)  # no augmentation outside training
-    augmented, y_aug = _collect(
-        make_dataset(images, labels, training=True, augment="basic", **kwargs)
-    )
+    augmented, y_aug = _collect(dataset(training=True, augment="basic"))
     assert augmented.shape == plain.shape and augmented.dtype == np.float32
     assert augmented.min() >= 0.0 and augmented.max() <= 1.0 + 1e-6
     assert sorted(y_aug) == sorted(y_plain)
-    unshuffled = _collect(make_dataset(images, labels, training=True, **kwargs))[0]
+    unshuffled = _collect(dataset(training=True))[0]
     assert not np.allclose(np.sort(augmented.ravel()), np.sort(unshuffled.ravel()))
 
 
 def test_bad_arguments_are_named(breast):
     images, labels = breast["val"]
-    common = dict(info=breast.info, preprocess=Preprocess(28))
+    preprocess = Preprocess(28)
     with pytest.raises(ValueError, match="Unknown augmentation 'heavy'"):
-        make_dataset(images, labels, batch_size=4, training=True, augment="heavy", **common)
+        PipelineOptions(batch_size=4, preprocess=preprocess, training=True, augment="heavy")
     with pytest.raises(ValueError, match="batch_size"):
-        make_dataset(images, labels, batch_size=0, training=True, **common)
+        PipelineOptions(batch_size=0, preprocess=preprocess, training=True)
+    options = PipelineOptions(batch_size=4, preprocess=preprocess, training=True)
     with pytest.raises(ValueError, match="78 images but 10 labels"):
-        make_dataset(images, labels[:10], batch_size=4, training=True, **common)
+        make_dataset(images, labels[:10], info=breast.info, options=options)
     assert make_augmenter(None) is None
 
 
@@ -173,11 +158,8 @@ def test_model_with_preprocess_matches_the_pipeline(retina):
     """The exported model's front (Preprocess on raw uint8) equals what training saw."""
     images, labels = retina["test"][0][:16], retina["test"][1][:16]
     preprocess = Preprocess(48, "tf")
-    fed, _ = _collect(
-        make_dataset(
-            images, labels, info=retina.info, batch_size=8, preprocess=preprocess, training=0
-        )
-    )
+    options = PipelineOptions(batch_size=8, preprocess=preprocess, training=False)
+    fed, _ = _collect(make_dataset(images, labels, info=retina.info, options=options))
     inputs = keras.Input((28, 28, 3), dtype="uint8")
     model = keras.Model(inputs, Preprocess.from_config(preprocess.get_config())(inputs))
     np.testing.assert_allclose(np.asarray(model.predict(images, verbose=0)), fed, atol=1e-5)
@@ -188,17 +170,21 @@ def test_augmentation_is_a_pure_function_of_seed_and_step(retina, name):
     """Stateless ops: the same (seed, step) gives the same batch however the parallel map
     schedules it; another seed (the next epoch's) gives another augmentation."""
     images, labels = retina["train"][0][:96], retina["train"][1][:96]
-    kwargs = dict(info=retina.info, batch_size=8, preprocess=Preprocess(28, "unit"))
 
-    def run(seed):
-        return _collect(
-            make_dataset(images, labels, training=True, augment=name, seed=seed, **kwargs)
+    def run(seed, augment=name):
+        options = PipelineOptions(
+            batch_size=8,
+            preprocess=Preprocess(28, "unit"),
+            training=True,
+            seed=seed,
+            augment=augment,
         )
+        return _collect(make_dataset(images, labels, info=retina.info, options=options))
 
     first, again = run(5), run(5)
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
-    plain = _collect(make_dataset(images, labels, training=True, seed=5, **kwargs))[0]
+    plain = run(5, augment=None)[0]
     assert not np.array_equal(first[0], plain)  # augmentation is on
     if name == "flip":  # a flip only mirrors: every image is the plain one or its mirror
         mirrored = np.all(first[0] == plain[:, :, ::-1], axis=(1, 2, 3))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,12 +10,13 @@ import pytest
 
 from tests.conftest import synthetic_arrays
 from tlmed_keras.data import catalog, load_arrays, shards, sources
-from tlmed_keras.data.pipeline import make_dataset, make_stream_dataset
+from tlmed_keras.data.pipeline import PipelineOptions, make_dataset, make_stream_dataset
 from tlmed_keras.data.preprocess import Preprocess
 
 SIZES = {"train": 60, "val": 12, "test": 10}
 SMALL_SHARDS = 28 * 28 * 3 * 5  # ~5 images a shard: many shards from a tiny file
 UNIT = Preprocess(28, "unit")
+STREAM = PipelineOptions(batch_size=7, preprocess=UNIT, training=True, seed=3)
 
 
 @pytest.fixture
@@ -44,18 +46,24 @@ def _keys(images, labels) -> list[bytes]:
     return sorted(x.tobytes() + bytes([int(y)]) for x, y in zip(images, labels, strict=True))
 
 
-def _stream(shard_set, split="train", **kwargs):
-    options = dict(batch_size=7, preprocess=UNIT, training=True, seed=3)
-    return make_stream_dataset(shard_set, split, **(options | kwargs))
+def _stream(shard_set, split="train", *, pad_to=0, num_hosts=1, host_index=0, **changes):
+    """The streamed split, read with ``STREAM`` options (``changes`` replace some of them)."""
+    return make_stream_dataset(
+        shard_set,
+        split,
+        options=dataclasses.replace(STREAM, **changes),
+        pad_to=pad_to,
+        num_hosts=num_hosts,
+        host_index=host_index,
+    )
 
 
 def test_streamed_epoch_is_the_in_memory_multiset_and_the_seed_fixes_the_batches(blood):
     shard_set = _prepare(blood)
     assert len(shard_set.splits["train"]) >= 8 and shard_set.count("train") == SIZES["train"]
     arrays = load_arrays("bloodmnist", 28, blood[0].parent, verify=False, cache_dir=None)
-    memory = _raw(
-        make_dataset(*arrays["train"], info=arrays.info, batch_size=7, preprocess=UNIT, training=1)
-    )
+    options = PipelineOptions(batch_size=7, preprocess=UNIT, training=True)
+    memory = _raw(make_dataset(*arrays["train"], info=arrays.info, options=options))
     streamed = _raw(_stream(shard_set))
     assert _keys(*streamed) == _keys(*memory)
     assert not np.array_equal(streamed[0], arrays["train"][0])  # shuffled

@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 
 from tlmed_keras.data import catalog, load_arrays, tfds_builder
 from tlmed_keras.data.errors import ChecksumError
-from tlmed_keras.data.pipeline import make_dataset_from_tfds
+from tlmed_keras.data.pipeline import PipelineOptions, make_dataset_from_tfds
 from tlmed_keras.data.preprocess import Preprocess
 
 
@@ -50,31 +50,26 @@ def test_tfds_load_gives_official_splits_and_images(tfds_dir, breast, medmnist_d
         np.testing.assert_array_equal([int(e["label"]) for e in examples], labels[index, 0])
 
 
-def _breast_dataset(tfds_dir, medmnist_dir, split: str, **options):
+def _breast_dataset(tfds_dir, medmnist_dir, split: str, options, shuffle_buffer=None):
     """The TFDS-backed pipeline over the module's prepared breastmnist_28 copy."""
     return make_dataset_from_tfds(
         "breastmnist",
         28,
         split,
+        options=options,
         tfds_dir=tfds_dir,
         npz_dir=medmnist_dir,
+        shuffle_buffer=shuffle_buffer,
         cache_dir=None,
-        **options,
     )
 
 
 def _indices_of_epoch(tfds_dir, medmnist_dir, breast, seed) -> np.ndarray:
     """Train-split order as rows of the npz, recovered from the unnormalised pixels."""
-    dataset = _breast_dataset(
-        tfds_dir,
-        medmnist_dir,
-        "train",
-        batch_size=100,
-        preprocess=Preprocess(28, "unit"),
-        training=True,
-        seed=seed,
-        shuffle_buffer=200,
+    options = PipelineOptions(
+        batch_size=100, preprocess=Preprocess(28, "unit"), training=True, seed=seed
     )
+    dataset = _breast_dataset(tfds_dir, medmnist_dir, "train", options, shuffle_buffer=200)
     row_of = {img.tobytes(): i for i, img in enumerate(breast["train"][0])}
     order = []
     for x, y in dataset.as_numpy_iterator():
@@ -92,14 +87,8 @@ def test_tfds_pipeline_epoch_holds_every_image_once_and_is_seeded(tfds_dir, medm
 
 
 def test_tfds_pipeline_eval_split_counts_and_labels(tfds_dir, medmnist_dir, breast):
-    dataset = _breast_dataset(
-        tfds_dir,
-        medmnist_dir,
-        "test",
-        batch_size=64,
-        preprocess=Preprocess(64, "torch"),
-        training=False,
-    )
+    options = PipelineOptions(batch_size=64, preprocess=Preprocess(64, "torch"), training=False)
+    dataset = _breast_dataset(tfds_dir, medmnist_dir, "test", options)
     batches = list(dataset.as_numpy_iterator())
     x = np.concatenate([b[0] for b in batches])
     y = np.concatenate([b[1] for b in batches])
@@ -113,10 +102,9 @@ def test_multilabel_synthetic_prepares_with_label_vectors(make_npz, tmp_path):
         "chestmnist",
         28,
         "train",
-        batch_size=3,
-        preprocess=Preprocess(32),
-        training=True,
-        augment="flip",
+        options=PipelineOptions(
+            batch_size=3, preprocess=Preprocess(32), training=True, augment="flip"
+        ),
         tfds_dir=tmp_path / "tfds",
         npz_dir=path.parent,
         cache_dir=None,

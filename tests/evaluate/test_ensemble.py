@@ -17,7 +17,7 @@ from tests import tiny_registry
 from tests.conftest import run_python, tiny_run_config
 from tlmed_keras.evaluate import ensemble
 from tlmed_keras.evaluate.evaluation import predict_scores
-from tlmed_keras.evaluate.report import evaluate_ensemble, evaluate_run
+from tlmed_keras.evaluate.report import EvalOptions, evaluate_ensemble, evaluate_run
 from tlmed_keras.evaluate.split import load_split
 from tlmed_keras.export import savedmodel, verify
 from tlmed_keras.train import selection
@@ -94,7 +94,7 @@ def test_multilabel_average_goes_through_sigmoid():
 
 
 def test_evaluate_with_flip_tta_writes_its_own_folder(seeds):
-    report = evaluate_run(seeds[0], "val", tta="flip")
+    report = evaluate_run(seeds[0], "val", EvalOptions(tta="flip"))
     assert report.out_dir == seeds[0] / "eval" / "val_tta-flip"
     saved = json.loads(report.files["report"].read_text())
     assert saved["tta"] == "flip" and saved["num_images"] == 78
@@ -153,7 +153,7 @@ def test_real_runs_of_two_datasets_refused(seeds, tiny_run):
 
 def test_ensemble_of_identical_members_equals_the_member(seeds):
     alone = evaluate_run(seeds[0], "test").evaluation
-    report = evaluate_ensemble([seeds[0], seeds[0]], "test", out_dir=None)
+    report = evaluate_ensemble([seeds[0], seeds[0]], "test", EvalOptions(out_dir=None))
     np.testing.assert_allclose(report.evaluation.scores, alone.scores, atol=1e-12)
     assert report.evaluation.acc == alone.acc and report.evaluation.auc == alone.auc
     run = load_run(seeds[0])
@@ -163,8 +163,8 @@ def test_ensemble_of_identical_members_equals_the_member(seeds):
 
 
 def test_ensemble_averages_member_probabilities_and_reports_members(seeds):
-    report = evaluate_ensemble(seeds, "val", tta="flip")
-    members = [evaluate_run(w, "val", tta="flip").evaluation for w in seeds]
+    report = evaluate_ensemble(seeds, "val", EvalOptions(tta="flip"))
+    members = [evaluate_run(w, "val", EvalOptions(tta="flip")).evaluation for w in seeds]
     assert not np.allclose(members[0].scores, members[1].scores)  # really two models
     mean = (members[0].scores + members[1].scores) / 2
     np.testing.assert_allclose(report.evaluation.scores, mean, atol=1e-12)
@@ -226,7 +226,7 @@ def test_trainer_selects_on_loss_and_evaluates_with_tta(medmnist_dir, tmp_path):
     assert metrics["select_on"] == "loss" and metrics["tta"] == "flip"
     losses = [float(row["val_loss"]) for row in _history(workdir)]
     assert metrics["best_epoch"] == int(np.argmin(losses)) + 1
-    again = evaluate_run(workdir, "test", tta="flip").evaluation
+    again = evaluate_run(workdir, "test", EvalOptions(tta="flip")).evaluation
     assert again.acc == pytest.approx(metrics["test"]["acc"], abs=1e-6)
     assert again.auc == pytest.approx(metrics["test"]["auc"], abs=1e-6)
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import run_python
 from tlmed_keras.evaluate.evaluation import evaluate_scores, summary
-from tlmed_keras.evaluate.report import evaluate_run
+from tlmed_keras.evaluate.report import EvalOptions, evaluate_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -62,7 +62,7 @@ def test_bad_scores_refused():
 
 
 def test_multilabel_run_gets_per_label_report(tiny_run, tmp_path):
-    report = evaluate_run(tiny_run("chestmnist"), "val", out_dir=tmp_path)
+    report = evaluate_run(tiny_run("chestmnist"), "val", EvalOptions(out_dir=tmp_path))
     ev = report.evaluation
     assert ev.confusion.shape == (14, 2, 2)
     assert len(ev.per_class) == 14
@@ -74,6 +74,16 @@ def test_bad_split_and_missing_run(tiny_run, tmp_path):
         evaluate_run(tiny_run("breastmnist"), "dev")
     with pytest.raises(FileNotFoundError, match="holds no finished training run"):
         evaluate_run(tmp_path, "test")
+
+
+def test_eval_options_are_checked_when_built_and_choose_the_folder(tmp_path):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        EvalOptions(batch_size=0)
+    with pytest.raises(ValueError, match="Bad --tta='mirror'"):
+        EvalOptions(tta="mirror")
+    assert EvalOptions().out_path(tmp_path, "val") == tmp_path / "val"
+    assert EvalOptions(tta="flip").out_path(tmp_path, "val") == tmp_path / "val_tta-flip"
+    assert EvalOptions(out_dir=tmp_path / "mine").out_path(tmp_path, "val") == tmp_path / "mine"
 
 
 def test_cli_offline_with_data_dir(tiny_run, medmnist_dir):

@@ -14,7 +14,7 @@ import pytest
 
 from experiments import collect
 from experiments import runs as sweep_runs
-from tests.conftest import run_python
+from tests.conftest import run_command, run_python
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HERE = pathlib.Path(__file__).resolve().parent
@@ -132,17 +132,7 @@ def test_list_shard_and_collect_only(flagdir, tmp_path):
     # One printed command runs by itself (what a scheduler does with each line).
     out2 = tmp_path / "out2"
     one = sweep(*base[:2], f"--out={out2}", f"--command={FAKE}", "--list").stdout.splitlines()[0]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        one.replace("python", sys.executable, 1),
-        shell=True,
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    done = run_command(one.replace("python", sys.executable, 1), timeout=300)
     assert done.returncode == 0, done.stderr
     assert (out2 / "runs" / "blood_a" / "seed0" / "DONE").is_file()
     collected = sweep(*base, "--collect_only", "--noplot")

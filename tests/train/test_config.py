@@ -32,6 +32,10 @@ BAD = [
     ({"distribute": "fsdp"}, "--distribute='fsdp'"),
     ({"divergence_factor": 0.5}, "--divergence_factor=0.5.*0 \\(off\\) or a number > 1"),
     ({"on_divergence": "ignore"}, "--on_divergence='ignore'.*stop, warn"),
+    # Lower bounds declared in the fields (minimum=):
+    ({"eval_batch_size": 0}, "--eval_batch_size=0: must be >= 1\\."),
+    ({"weight_decay": -0.1}, "--weight_decay=-0.1: must be >= 0\\."),
+    ({"patience": -1}, "--patience=-1: must be >= 0\\."),
 ]
 
 

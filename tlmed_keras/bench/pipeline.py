@@ -58,9 +58,11 @@ def _write_synthetic_npz(folder: str) -> str:
     return info.name
 
 
-def _timed_options(preprocess, augment: str | None) -> dict:
+def _timed_options(preprocess, augment: str | None):
     """The training-pipeline options every source is timed with, so the sources compare."""
-    return dict(
+    from tlmed_keras.data.pipeline import PipelineOptions
+
+    return PipelineOptions(
         batch_size=FLAGS.batch_size,
         preprocess=preprocess,
         training=True,
@@ -80,7 +82,7 @@ def _arrays_dataset(preprocess, augment: str | None, scratch: str):
     else:
         images, labels, info = _synthetic_arrays()
     print(f"source=arrays {images.shape} {images.dtype}")
-    return make_dataset(images, labels, info=info, **_timed_options(preprocess, augment))
+    return make_dataset(images, labels, info=info, options=_timed_options(preprocess, augment))
 
 
 def _tfds_dataset(preprocess, augment: str | None, scratch: str):
@@ -88,20 +90,20 @@ def _tfds_dataset(preprocess, augment: str | None, scratch: str):
     from tlmed_keras.data.pipeline import make_dataset_from_tfds
 
     if FLAGS.data:
-        name, npz_dir, options = FLAGS.data, FLAGS.data_dir, {}
+        name, npz_dir, builder_options = FLAGS.data, FLAGS.data_dir, {}
     else:  # synthetic: no catalog MD5 to check against
-        name, npz_dir, options = _write_synthetic_npz(scratch), scratch, {"verify": False}
-        options["cache_dir"] = None
+        name, npz_dir, builder_options = _write_synthetic_npz(scratch), scratch, {"verify": False}
+        builder_options["cache_dir"] = None
     tfds_dir = FLAGS.tfds_dir or os.path.join(scratch, "tfds")
     print(f"source=tfds {name} {FLAGS.source_size} px in {tfds_dir}")
     return make_dataset_from_tfds(
         name,
         FLAGS.source_size,
         "train",
-        **_timed_options(preprocess, augment),
+        options=_timed_options(preprocess, augment),
         tfds_dir=tfds_dir,
         npz_dir=npz_dir,
-        **options,
+        **builder_options,
     )
 
 
@@ -120,7 +122,7 @@ def _stream_dataset(preprocess, augment: str | None, scratch: str):
         path = os.path.join(scratch, info.filename)
     shard_set = shards.prepare_shards(path, info)
     print(f"source=stream {len(shard_set.splits['train'])} train shards in {shard_set.folder}")
-    return make_stream_dataset(shard_set, "train", **_timed_options(preprocess, augment))
+    return make_stream_dataset(shard_set, "train", options=_timed_options(preprocess, augment))
 
 
 def measure(dataset, steps: int, warmup_steps: int) -> float:

@@ -1,6 +1,7 @@
 """The tf.data input pipeline: one split to ``(x float32 [B,S,S,3], y)`` batches.
 
-Three sources share one tail (``_finish``): in-memory arrays (``make_dataset``, fed by row
+Three sources share one ``PipelineOptions`` (batch size, ``Preprocess``, training or not,
+seed, augmentation) and one tail (``_finish``): in-memory arrays (``make_dataset``, fed by row
 index straight from numpy: no copy of the split into TensorFlow, however many epochs), the
 trainer's TFRecord shards streamed from disk (``make_stream_dataset``, see ``shards``; for
 the 224 px sets) and a prepared TFDS dataset (``make_dataset_from_tfds``). The tail batches
@@ -14,6 +15,7 @@ seed ``(epoch seed, step)``, so a run, a rerun and a resumed run augment alike.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -74,25 +76,51 @@ def default_shuffle_buffer(info: DatasetInfo) -> int:
     return max(1, min(MAX_SHUFFLE_BUFFER, SHUFFLE_BUFFER_BYTES // image_bytes))
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PipelineOptions:
+    """How a split becomes batches, whatever the source (memory, shards or TFDS).
+
+    Checked when built, so a bad batch size or augmentation name fails at once, not inside
+    tf.data tracing.
+
+    Attributes:
+        batch_size: images per batch.
+        preprocess: the ``Preprocess`` layer (resize, 3 channels, normalisation).
+        training: shuffle and augment (the train split); False keeps the stored order.
+        seed: shuffling and augmentation seed (the trainer passes one per epoch).
+        augment: "basic", "flip" or None (see ``make_augmenter``); ignored unless training.
+        drop_remainder: drop the last incomplete batch.
+
+    Raises:
+        ValueError: a batch size below 1 or an unknown augmentation.
+    """
+
+    batch_size: int
+    preprocess: Preprocess
+    training: bool
+    seed: int = 0
+    augment: str | None = None
+    drop_remainder: bool = False
+
+    def __post_init__(self) -> None:
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
+        make_augmenter(self.augment)
 
 
-def _finish(
-    batches: tf.data.Dataset,
-    *,
-    preprocess: Preprocess,
-    training: bool,
-    augment: str | None,
-    seed: int,
-) -> tf.data.Dataset:
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}. Accepted: {', '.join(SPLITS)}.")
+
+
+def _finish(batches: tf.data.Dataset, options: PipelineOptions) -> tf.data.Dataset:
     """Shared tail: augmentation (training only), ``Preprocess``, prefetch.
 
     Batch ``step`` of an epoch is augmented with the stateless seed ``(seed, step)``:
     ``seed`` is the epoch's, so augmentation is a pure function of (seed, epoch, step).
     """
-    augmenter = make_augmenter(augment) if training else None
+    augmenter = make_augmenter(options.augment) if options.training else None
+    preprocess, seed = options.preprocess, options.seed
 
     def transform(step, batch):
         images, labels = batch
@@ -128,30 +156,20 @@ def make_dataset(
     labels: np.ndarray,
     *,
     info: DatasetInfo,
-    batch_size: int,
-    preprocess: Preprocess,
-    training: bool,
-    seed: int = 0,
-    augment: str | None = None,
-    drop_remainder: bool = False,
+    options: PipelineOptions,
     rows: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """A dataset of one split held in memory (``load_arrays(...)[split]``).
 
     Shuffling is of row indices over the whole split (exactly one visit per image per epoch),
-    seeded and reshuffled every epoch, and only when ``training``. Batches are gathered from
-    the arrays by index, so images are never copied one by one.
+    seeded and reshuffled every epoch, and only when ``options.training``. Batches are
+    gathered from the arrays by index, so images are never copied one by one.
 
     Args:
         images: uint8 ``[N, H, W]`` or ``[N, H, W, C]``.
         labels: ``[N, 1]`` class ids or ``[N, L]`` 0/1 (multi-label), as stored.
         info: the dataset's catalog entry (task, number of classes).
-        batch_size: images per batch.
-        preprocess: the ``Preprocess`` layer (resize, 3 channels, normalisation).
-        training: shuffle and augment (the train split); False keeps the stored order.
-        seed: shuffling and augmentation seed.
-        augment: "basic", "flip" or None (see ``make_augmenter``); ignored unless training.
-        drop_remainder: drop the last incomplete batch.
+        options: batch size, preprocessing, training or not, seed, augmentation.
         rows: the row indices to read, in order (e.g. padded with repeats of the last row
             to whole batches); None: every row once.
 
@@ -159,24 +177,22 @@ def make_dataset(
         ``tf.data.Dataset`` of ``(x float32 [B,S,S,3], y)``, y as ``task_labels``.
 
     Raises:
-        ValueError: mismatched images/labels, bad label shape, bad batch size or augmentation.
+        ValueError: mismatched images/labels or bad label shape.
     """
-    _check_batch_size(batch_size)
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels: they must match.")
-    make_augmenter(augment)  # fail on a bad name now, not inside tf.data tracing
     all_labels = tf.constant(task_labels(labels, info))  # small: [N] or [N, L]
     gather = _gather_rows(np.asarray(images))
     if rows is not None:
         order = tf.data.Dataset.from_tensor_slices(np.asarray(rows, np.int64))
     else:
         order = tf.data.Dataset.range(len(images))
-    if training:
-        order = order.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    batches = order.batch(batch_size, drop_remainder=drop_remainder).map(
+    if options.training:
+        order = order.shuffle(len(images), seed=options.seed, reshuffle_each_iteration=True)
+    batches = order.batch(options.batch_size, drop_remainder=options.drop_remainder).map(
         lambda r: (gather(r), tf.gather(all_labels, r)), num_parallel_calls=AUTOTUNE
     )
-    return _finish(batches, preprocess=preprocess, training=training, augment=augment, seed=seed)
+    return _finish(batches, options)
 
 
 def make_dataset_from_tfds(
@@ -184,12 +200,7 @@ def make_dataset_from_tfds(
     size: int = 28,
     split: str = "train",
     *,
-    batch_size: int,
-    preprocess: Preprocess,
-    training: bool,
-    seed: int = 0,
-    augment: str | None = None,
-    drop_remainder: bool = False,
+    options: PipelineOptions,
     tfds_dir: os.PathLike | str | None = None,
     npz_dir: os.PathLike | str | None = None,
     shuffle_buffer: int | None = None,
@@ -203,7 +214,7 @@ def make_dataset_from_tfds(
 
     Args:
         name, size, split: the dataset and split ("train", "val" or "test").
-        batch_size, preprocess, training, seed, augment, drop_remainder: as ``make_dataset``.
+        options: batch size, preprocessing, training or not, seed, augmentation.
         tfds_dir: TFDS data folder (TFDS's default, ~/tensorflow_datasets, when None).
         npz_dir: where to find / download the npz when preparing (see ``files``).
         shuffle_buffer: images in the shuffle buffer (training only). None: as many as fit
@@ -215,26 +226,24 @@ def make_dataset_from_tfds(
         ``tf.data.Dataset`` of ``(x float32 [B,S,S,3], y)``, y as ``task_labels``.
 
     Raises:
-        ValueError: unknown split, bad batch size or augmentation; errors of ``files``.
+        ValueError: unknown split; errors of ``files``.
     """
     from tlmed_keras.data import tfds_builder
 
-    _check_batch_size(batch_size)
-    if split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}. Accepted: {', '.join(SPLITS)}.")
-    make_augmenter(augment)
+    _check_split(split)
     builder = tfds_builder.prepared_builder(
         name, size, tfds_dir=tfds_dir, npz_dir=npz_dir, **builder_kwargs
     )
     info = builder.catalog_info
+    training, seed = options.training, options.seed
     examples = tfds_builder.as_supervised(builder, split, shuffle=training, seed=seed)
     if training:
         buffer = shuffle_buffer or default_shuffle_buffer(info)
         examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     batches = examples.batch(
-        batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE
+        options.batch_size, drop_remainder=options.drop_remainder, num_parallel_calls=AUTOTUNE
     ).map(lambda x, y: (x, _batch_task_labels(y, info)), num_parallel_calls=AUTOTUNE)
-    return _finish(batches, preprocess=preprocess, training=training, augment=augment, seed=seed)
+    return _finish(batches, options)
 
 
 def _parse_batch(info: DatasetInfo):
@@ -265,12 +274,7 @@ def make_stream_dataset(
     shard_set,
     split: str,
     *,
-    batch_size: int,
-    preprocess: Preprocess,
-    training: bool,
-    seed: int = 0,
-    augment: str | None = None,
-    drop_remainder: bool = False,
+    options: PipelineOptions,
     shuffle_buffer: int | None = None,
     num_hosts: int = 1,
     host_index: int = 0,
@@ -278,7 +282,7 @@ def make_stream_dataset(
 ) -> tf.data.Dataset:
     """A dataset of one split streamed from its TFRecord shards (``shards.prepare_shards``).
 
-    Training: the shard order is shuffled with ``seed`` (one seed per epoch, as the trainer
+    Training: the shard order is shuffled with the seed (one seed per epoch, as the trainer
     passes it), shards are read in parallel and interleaved deterministically, and a
     seeded, bounded shuffle buffer mixes the records: every image once per epoch, the
     same batches for the same seed (a resumed run repeats them), memory bounded by the
@@ -287,24 +291,21 @@ def make_stream_dataset(
     Args:
         shard_set: the converted shards (``shards.ShardSet``).
         split: "train", "val" or "test".
-        batch_size, preprocess, training, seed, augment, drop_remainder: as ``make_dataset``.
+        options: batch size, preprocessing, training or not, seed, augmentation.
         shuffle_buffer: records in the shuffle buffer; None: ``default_shuffle_buffer``.
         num_hosts, host_index: multi-host: this host reads only every num_hosts-th shard
-            (``batch_size`` is then this host's share of the global batch).
+            (the batch size is then this host's share of the global batch).
         pad_to: pad the split with repeats of its first image to this many images
             (whole evaluation batches; the caller cuts the padding off).
 
     Raises:
-        ValueError: unknown split, bad batch size or augmentation, too few shards for hosts.
+        ValueError: unknown split, too few shards for hosts.
     """
-    _check_batch_size(batch_size)
-    if split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}. Accepted: {', '.join(SPLITS)}.")
-    make_augmenter(augment)
+    _check_split(split)
     info = shard_set.info
     paths = shard_set.host_paths(split, num_hosts, host_index)
-    if training:
-        paths = _shard_order(paths, seed)
+    if options.training:
+        paths = _shard_order(paths, options.seed)
         records = tf.data.Dataset.from_tensor_slices(paths).interleave(
             tf.data.TFRecordDataset,
             cycle_length=min(len(paths), STREAM_CYCLE),
@@ -312,13 +313,13 @@ def make_stream_dataset(
             deterministic=True,
         )
         buffer = shuffle_buffer or default_shuffle_buffer(info)
-        records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+        records = records.shuffle(buffer, seed=options.seed, reshuffle_each_iteration=False)
     else:
         records = tf.data.TFRecordDataset(paths)  # one after another: the stored order
     padding = pad_to - shard_set.count(split)
     if padding > 0:
         records = records.concatenate(records.take(1).repeat(padding))
-    batches = records.batch(batch_size, drop_remainder=drop_remainder).map(
+    batches = records.batch(options.batch_size, drop_remainder=options.drop_remainder).map(
         _parse_batch(info), num_parallel_calls=AUTOTUNE
     )
-    return _finish(batches, preprocess=preprocess, training=training, augment=augment, seed=seed)
+    return _finish(batches, options)

@@ -68,15 +68,7 @@ def main(argv: list[str]) -> None:
     # Imported after loading, so a bad name or path fails before matplotlib and sklearn load.
     from tlmed_keras.eda.write import EdaOptions, write_eda
 
-    options = EdaOptions(
-        split=FLAGS.split,
-        pca_samples=FLAGS.pca_samples,
-        tsne_samples=FLAGS.tsne_samples,
-        tsne_perplexity=FLAGS.tsne_perplexity,
-        tsne_iterations=FLAGS.tsne_iterations,
-        threads=FLAGS.threads or None,
-        seed=FLAGS.seed,
-    )
+    options = cli.options_from_flags(EdaOptions, threads=FLAGS.threads or None)
     out = FLAGS.out or default_out(FLAGS.data, FLAGS.size, FLAGS.split)
     print(f"Writing the {FLAGS.split} split's figures to {out}/")
     try:

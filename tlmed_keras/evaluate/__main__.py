@@ -50,23 +50,17 @@ def main(argv: list[str]) -> None:
     runtime.setup(F.backend)
 
     from tlmed_keras.evaluate.ensemble import resolve_workdirs
-    from tlmed_keras.evaluate.report import evaluate_ensemble, evaluate_run
+    from tlmed_keras.evaluate.report import EvalOptions, evaluate_ensemble, evaluate_run
 
     try:
         workdirs = resolve_workdirs(F.workdir)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
-    options = dict(
-        data_dir=F.data_dir,
-        download=F.download,
-        batch_size=F.batch_size,
-        out_dir=F.out_dir,
-        tta=F.tta,
-    )
+    options = cli.options_from_flags(EvalOptions)
     if len(workdirs) == 1:
-        report = evaluate_run(workdirs[0], F.split, **options)
+        report = evaluate_run(workdirs[0], F.split, options)
     else:
-        report = evaluate_ensemble(workdirs, F.split, **options)
+        report = evaluate_ensemble(workdirs, F.split, options)
     print(report.text)
     print()
     for name, path in report.files.items():

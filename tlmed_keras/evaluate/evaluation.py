@@ -121,14 +121,10 @@ def predict_scores(
     (the tf.data pipeline with the run's ``Preprocess``)."""
     from tlmed_keras.data import pipeline
 
-    ds = pipeline.make_dataset(
-        images,
-        labels,
-        info=run.info,
-        batch_size=batch_size,
-        preprocess=run.preprocess,
-        training=False,
+    options = pipeline.PipelineOptions(
+        batch_size=batch_size, preprocess=run.preprocess, training=False
     )
+    ds = pipeline.make_dataset(images, labels, info=run.info, options=options)
     logits = (model or run.model).predict(ds.map(lambda x, y: x), verbose=0)
     return pipeline.task_labels(labels, run.info), mm.probabilities(logits, run.info.task)
 

@@ -1,5 +1,6 @@
 """``evaluate_run``: load a finished run, score one split, write the report into the run;
-``evaluate_ensemble``: the same for the mean probability of several runs (seed ensemble)."""
+``evaluate_ensemble``: the same for the mean probability of several runs (seed ensemble).
+Both take their data, batch size, output folder and TTA as one ``EvalOptions``."""
 
 from __future__ import annotations
 
@@ -28,72 +29,86 @@ class Report:
     files: dict[str, Path]  # report.json, summary.txt, confusion_matrix.png, roc_curves.png
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """How runs are evaluated: the flags of ``python -m tlmed_keras.evaluate`` (same names).
+
+    Checked when built.
+
+    Attributes:
+        data_dir, download: where the npz file is / whether to fetch it (default: the run's).
+        batch_size: prediction batch size.
+        out_dir: where the files go (default: beside the run or runs, see ``out_path``).
+        tta: test-time augmentation, "none" or "flip" (``ensemble.TTA_MODES``).
+
+    Raises:
+        ValueError: a batch size below 1 or an unknown tta.
+    """
+
+    data_dir: str | None = None
+    download: bool | None = None
+    batch_size: int = 256
+    out_dir: str | os.PathLike | None = None
+    tta: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}.")
+        check_tta(self.tta)
+
+    def out_path(self, eval_root: Path, split: str) -> Path:
+        """``out_dir``, else ``eval_root/<split>`` (``<split>_tta-flip`` with flip TTA)."""
+        if self.out_dir:
+            return Path(self.out_dir)
+        return eval_root / (split if self.tta == "none" else f"{split}_tta-{self.tta}")
+
+
 def evaluate_run(
-    workdir: str | os.PathLike,
-    split: str = "test",
-    *,
-    data_dir: str | None = None,
-    download: bool | None = None,
-    batch_size: int = 256,
-    out_dir: str | os.PathLike | None = None,
-    tta: str = "none",
+    workdir: str | os.PathLike, split: str = "test", options: EvalOptions | None = None
 ) -> Report:
     """Evaluates the run in ``workdir`` on ``split`` and writes ``WORKDIR/eval/<split>/``
-    (``<split>_tta-flip`` with flip test-time augmentation).
+    (``<split>_tta-flip`` with flip test-time augmentation) unless ``options.out_dir``.
 
     Args:
         workdir: a finished run directory (``tlmed_keras.train.rundir.load_run``).
         split: "train", "val" or "test".
-        data_dir, download: where the npz file is / whether to fetch it (default: the run's).
-        batch_size: prediction batch size.
-        out_dir: where the files go (default ``WORKDIR/eval/<split>``).
-        tta: test-time augmentation, "none" or "flip" (``ensemble.TTA_MODES``).
+        options: data, batch size, output folder, TTA (default ``EvalOptions()``).
 
     Returns:
         A ``Report``.
 
     Raises:
         FileNotFoundError: no finished run in ``workdir`` or no data file; ValueError: bad
-        split, batch size or tta.
+        split.
     """
     from tlmed_keras.train.rundir import load_run
 
-    _check_batch_size(batch_size)
-    check_tta(tta)
+    options = options or EvalOptions()
     run = load_run(workdir)
-    images, labels = load_split(run, split, data_dir, download)
-    ev = _member_evaluation(run, images, labels, split, batch_size, tta)
-    out = Path(out_dir) if out_dir else Path(workdir) / EVAL_DIR / _folder(split, tta)
-    header = f"Run {workdir}: model {run.config.model}" + _tta_note(tta)
-    payload = {"workdir": str(workdir), "model": run.config.model, "tta": tta}
+    (ev,) = _member_evaluations([run], split, options)
+    out = options.out_path(Path(workdir) / EVAL_DIR, split)
+    header = f"Run {workdir}: model {run.config.model}" + _tta_note(options.tta)
+    payload = {"workdir": str(workdir), "model": run.config.model, "tta": options.tta}
     return _write(ev, out, header, payload)
 
 
 def evaluate_ensemble(
-    workdirs: Sequence[str | os.PathLike],
-    split: str = "test",
-    *,
-    data_dir: str | None = None,
-    download: bool | None = None,
-    batch_size: int = 256,
-    out_dir: str | os.PathLike | None = None,
-    tta: str = "none",
+    workdirs: Sequence[str | os.PathLike], split: str = "test", options: EvalOptions | None = None
 ) -> Report:
     """Evaluates the mean probability of several runs (a seed ensemble) on ``split``.
 
     Each member is scored alone too (same TTA); the printed summary lists the members' ACC /
-    AUC, their mean +- sample sd, then the ensemble's full report. Files go to ``out_dir``
-    (default: ``<common parent of the runs>/eval_ensemble/<split>[_tta-flip]``).
+    AUC, their mean +- sample sd, then the ensemble's full report. Files go to
+    ``options.out_dir`` (default: ``<common parent of the runs>/eval_ensemble/<split>``,
+    ``[_tta-flip]`` appended with flip TTA).
 
     Raises:
         ValueError: members that differ in dataset, size, label set or preprocessing (named),
-            a bad split, batch size or tta. FileNotFoundError: a folder without a finished run.
+            a bad split. FileNotFoundError: a folder without a finished run.
     """
-    _check_batch_size(batch_size)
-    check_tta(tta)
+    options = options or EvalOptions()
     runs = load_members(workdirs)
-    images, labels = load_split(runs[0], split, data_dir, download)
-    members = [_member_evaluation(r, images, labels, split, batch_size, tta) for r in runs]
+    members = _member_evaluations(runs, split, options)
     info = runs[0].info
     scores = np.mean([ev.scores for ev in members], axis=0)
     ev = evaluate_scores(
@@ -105,33 +120,30 @@ def evaluate_ensemble(
         split=split,
     )
     common = Path(os.path.commonpath([os.path.abspath(w) for w in workdirs]))
-    out = Path(out_dir) if out_dir else common / ENSEMBLE_DIR / _folder(split, tta)
+    out = options.out_path(common / ENSEMBLE_DIR, split)
     rows = [
         {"workdir": str(w), "acc": m.to_json()["acc"], "auc": m.to_json()["auc"]}
         for w, m in zip(workdirs, members, strict=True)
     ]
-    header = _members_text(rows) + f"\nEnsemble of {len(runs)} runs" + _tta_note(tta)
-    payload = {"workdirs": [str(w) for w in workdirs], "tta": tta, "members": rows}
+    header = _members_text(rows) + f"\nEnsemble of {len(runs)} runs" + _tta_note(options.tta)
+    payload = {"workdirs": [str(w) for w in workdirs], "tta": options.tta, "members": rows}
     return _write(ev, out, header, payload)
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
-
-
-def _folder(split: str, tta: str) -> str:
-    return split if tta == "none" else f"{split}_tta-{tta}"
 
 
 def _tta_note(tta: str) -> str:
     return "" if tta == "none" else f" (test-time augmentation: {tta})"
 
 
-def _member_evaluation(run, images, labels, split: str, batch_size: int, tta: str) -> Evaluation:
+def _member_evaluations(runs: Sequence, split: str, options: EvalOptions) -> list[Evaluation]:
+    """Each run scored alone on ``split`` (read once, from the first run's data settings)."""
+    images, labels = load_split(runs[0], split, options.data_dir, options.download)
+    return [_member_evaluation(run, images, labels, split, options) for run in runs]
+
+
+def _member_evaluation(run, images, labels, split: str, options: EvalOptions) -> Evaluation:
     info = run.info
-    model = with_tta(run.model, info.task, tta)
-    y_true, scores = predict_scores(run, images, labels, batch_size, model=model)
+    model = with_tta(run.model, info.task, options.tta)
+    y_true, scores = predict_scores(run, images, labels, options.batch_size, model=model)
     return evaluate_scores(
         y_true, scores, task=info.task, label_names=info.label_names, dataset=info.name, split=split
     )

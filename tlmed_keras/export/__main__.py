@@ -58,6 +58,8 @@ flags.DEFINE_string(
 )
 flags.DEFINE_enum("backend", "auto", list(runtime.BACKENDS), "Keras backend of the export.")
 flags.mark_flags_as_required(["workdir", "export_dir"])
+# Flags handed on to ``export_savedmodel`` as the keywords of the same names.
+EXPORT_OPTIONS = ("name", "version", "overwrite", "platforms", "atol", "serving_base_path")
 
 
 def main(argv: list[str]) -> None:
@@ -98,13 +100,8 @@ def main(argv: list[str]) -> None:
             run.info,
             F.export_dir,
             images,
-            name=F.name,
-            version=F.version,
-            overwrite=F.overwrite,
-            platforms=F.platforms,
-            atol=F.atol,
             metadata=metadata,
-            serving_base_path=F.serving_base_path,
+            **cli.flag_values(*EXPORT_OPTIONS),
         )
     except (FileExistsError, ExportVerificationError) as e:
         raise SystemExit(f"Export refused: {e}") from e

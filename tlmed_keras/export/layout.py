@@ -75,7 +75,6 @@ def read_metadata(version_dir: str | Path) -> ServingSpec:
     meta = json.loads(path.read_text())
     return ServingSpec(
         dataset=meta["dataset"],
-        size=int(meta["size"]),
         task=meta["task"],
         label_names=tuple(meta["label_names"]),
         image_shape=tuple(int(d) for d in meta["input"]["shape"][1:]),

@@ -26,10 +26,15 @@ class ServingSpec:
     """The contract of one exported model: input shape/dtype, outputs, label names."""
 
     dataset: str
-    size: int
     task: str
     label_names: tuple[str, ...]
     image_shape: tuple[int, int, int]  # (H, W, C), C explicit even for grayscale
+
+    @property
+    def size(self) -> int:
+        """The dataset's MedMNIST size: the side of its square images (not stored twice, so
+        it cannot disagree with ``image_shape``)."""
+        return self.image_shape[0]
 
     @property
     def multilabel(self) -> bool:
@@ -62,7 +67,6 @@ def serving_spec(info: DatasetInfo) -> ServingSpec:
     """The serving contract of a dataset at its catalog size."""
     return ServingSpec(
         dataset=info.name,
-        size=info.size,
         task=info.task,
         label_names=tuple(info.label_names),
         image_shape=(info.size, info.size, info.channels),

@@ -39,7 +39,7 @@ FLAGS = flags.FLAGS
 
 def config_from_flags() -> Config:
     """The Config of the parsed flags."""
-    return Config(**{name: FLAGS[name].value for name, _, _ in fields_help()})
+    return cli.options_from_flags(Config)
 
 
 def default_workdir(config: Config) -> str:

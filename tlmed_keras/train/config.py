@@ -24,8 +24,9 @@ TTA = ("none", "flip")
 DATA_SOURCES = ("auto", "memory", "stream")  # as tlmed_keras.data.sources
 
 
-def _field(default: Any, help: str):
-    return dataclasses.field(default=default, metadata={"help": help})
+def _field(default: Any, help: str, minimum: float | None = None):
+    """A Config field: its flag's default and help, and the least value ``check`` accepts."""
+    return dataclasses.field(default=default, metadata={"help": help, "minimum": minimum})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +55,12 @@ class Config:
     # Phase 1: a new head on the frozen backbone.
     # Defaults follow flags/recipes/mobilenet_v2_torchvision.cfg (issue #12) where they are
     # not model-specific.
-    head_epochs: int = _field(3, "Phase 1 epochs (new head, frozen backbone); 0 skips it.")
+    head_epochs: int = _field(
+        3, "Phase 1 epochs (new head, frozen backbone); 0 skips it.", minimum=0
+    )
     head_lr: float = _field(1e-3, "Phase 1 learning rate (constant).")
     # Phase 2: unfrozen backbone, warm-up then cosine decay.
-    finetune_epochs: int = _field(10, "Phase 2 epochs (unfrozen backbone); 0 skips it.")
+    finetune_epochs: int = _field(10, "Phase 2 epochs (unfrozen backbone); 0 skips it.", minimum=0)
     finetune_lr: float = _field(1e-4, "Phase 2 peak learning rate (after warm-up).")
     warmup_epochs: float = _field(1.0, "Phase 2 linear warm-up length in epochs, then cosine.")
     unfreeze: str = _field("all", "Phase 2 unfreezes 'all' of the backbone or its top N blocks.")
@@ -68,10 +71,10 @@ class Config:
         "weights, train with --weights=none).",
     )
     # Optimisation.
-    batch_size: int = _field(32, "Training batch size (global, over all devices).")
-    eval_batch_size: int = _field(256, "Batch size for validation and test predictions.")
+    batch_size: int = _field(32, "Training batch size (global, over all devices).", minimum=1)
+    eval_batch_size: int = _field(256, "Batch size for validation and test predictions.", minimum=1)
     optimizer: str = _field("adamw", "adamw, adam or sgd.")
-    weight_decay: float = _field(1e-4, "Decoupled weight decay (all optimizers).")
+    weight_decay: float = _field(1e-4, "Decoupled weight decay (all optimizers).", minimum=0)
     momentum: float = _field(0.9, "SGD momentum (sgd only).")
     label_smoothing: float = _field(0.0, "Label smoothing of the cross-entropy, in [0, 1).")
     augment: str = _field(
@@ -81,7 +84,9 @@ class Config:
     )
     class_weight: str = _field("none", "none or balanced (weights inverse to class frequency).")
     patience: int = _field(
-        0, "Early stopping: epochs without a gain of the --select_on metric per phase; 0 = off."
+        0,
+        "Early stopping: epochs without a gain of the --select_on metric per phase; 0 = off.",
+        minimum=0,
     )
     divergence_factor: float = _field(
         10.0,
@@ -93,7 +98,9 @@ class Config:
         "On divergence: stop (after checkpointing the epoch; rerun with warn to continue) or warn.",
     )
     dropout: float = _field(0.0, "Dropout before the classifier head, in [0, 1).")
-    max_steps_per_epoch: int = _field(0, "Cap on training steps per epoch; 0 = full epoch.")
+    max_steps_per_epoch: int = _field(
+        0, "Cap on training steps per epoch; 0 = full epoch.", minimum=0
+    )
     select_on: str = _field(
         selection.DEFAULT,
         "Validation metric that selects the checkpoint evaluated on test and that --patience "
@@ -174,9 +181,8 @@ def check(config: Config) -> None:
         _fail("interpolation", config.interpolation, f"accepted: {', '.join(INTERPOLATIONS)}.")
     if config.weights not in WEIGHTS_KEYWORDS and not os.path.isfile(config.weights):
         _fail("weights", config.weights, "use imagenet, none, or the path of an existing file.")
-    for name in ("head_epochs", "finetune_epochs", "patience", "max_steps_per_epoch"):
-        if getattr(config, name) < 0:
-            _fail(name, getattr(config, name), "must be >= 0.")
+    for field in dataclasses.fields(config):
+        _check_minimum(field.name, getattr(config, field.name), field.metadata["minimum"])
     if config.head_epochs + config.finetune_epochs == 0:
         _fail("finetune_epochs", 0, "head_epochs and finetune_epochs are both 0: nothing to do.")
     for name in ("head_lr", "finetune_lr"):
@@ -187,13 +193,8 @@ def check(config: Config) -> None:
         _fail("warmup_epochs", config.warmup_epochs, "must be in [0, finetune_epochs].")
     if config.unfreeze != "all" and not (config.unfreeze.isdigit() and int(config.unfreeze) > 0):
         _fail("unfreeze", config.unfreeze, "use 'all' or a positive number of top blocks.")
-    for name in ("batch_size", "eval_batch_size"):
-        if getattr(config, name) < 1:
-            _fail(name, getattr(config, name), "must be >= 1.")
     if config.optimizer not in OPTIMIZERS:
         _fail("optimizer", config.optimizer, f"accepted: {', '.join(OPTIMIZERS)}.")
-    if config.weight_decay < 0:
-        _fail("weight_decay", config.weight_decay, "must be >= 0.")
     if not 0 <= config.momentum < 1:
         _fail("momentum", config.momentum, "must be in [0, 1).")
     if not 0 <= config.label_smoothing < 1:
@@ -217,6 +218,11 @@ def check(config: Config) -> None:
     _check_augment(config.augment)
     if config.data_source not in DATA_SOURCES:
         _fail("data_source", config.data_source, f"accepted: {', '.join(DATA_SOURCES)}.")
+
+
+def _check_minimum(name: str, value: Any, minimum: float | None) -> None:
+    if minimum is not None and value < minimum:
+        _fail(name, value, f"must be >= {minimum}.")
 
 
 def _check_augment(augment: str) -> None:

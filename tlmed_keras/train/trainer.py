@@ -166,7 +166,7 @@ def _train_dataset(config: Config, s: _Setup, epoch: int):
     from tlmed_keras.data import pipeline
 
     images, labels = s.splits["train"]
-    common = dict(
+    options = pipeline.PipelineOptions(
         batch_size=config.batch_size,
         preprocess=s.preprocess,
         training=True,
@@ -175,15 +175,15 @@ def _train_dataset(config: Config, s: _Setup, epoch: int):
         drop_remainder=s.drop_remainder,
     )
     if isinstance(images, np.ndarray):
-        return pipeline.make_dataset(images, labels, info=s.info, **common)
+        return pipeline.make_dataset(images, labels, info=s.info, options=options)
     # Streamed: every host reads only its own shards, its share of the global batch; Keras
     # must then leave the per-host dataset as it is instead of sharding it again.
     hosts, host = _hosts()
     if hosts > 1:
-        common["batch_size"] = config.batch_size // hosts
+        options = dataclasses.replace(options, batch_size=config.batch_size // hosts)
         keras.distribution.distribution().auto_shard_dataset = False
     return pipeline.make_stream_dataset(
-        images.shard_set, "train", num_hosts=hosts, host_index=host, **common
+        images.shard_set, "train", options=options, num_hosts=hosts, host_index=host
     )
 
 
@@ -197,25 +197,13 @@ def predict_logits(model, images, labels, s: _Setup) -> np.ndarray:
     n = len(images)
     batch = min(s.eval_batch, -(-n // s.devices) * s.devices)
     pad = (-n) % batch
+    options = pipeline.PipelineOptions(batch_size=batch, preprocess=s.preprocess, training=False)
     if isinstance(images, np.ndarray):
         rows = np.concatenate([np.arange(n), np.full(pad, n - 1)])
-        ds = pipeline.make_dataset(
-            images,
-            labels,
-            info=s.info,
-            batch_size=batch,
-            preprocess=s.preprocess,
-            training=False,
-            rows=rows,
-        )
+        ds = pipeline.make_dataset(images, labels, info=s.info, options=options, rows=rows)
     else:
         ds = pipeline.make_stream_dataset(
-            images.shard_set,
-            images.split,
-            batch_size=batch,
-            preprocess=s.preprocess,
-            training=False,
-            pad_to=n + pad,
+            images.shard_set, images.split, options=options, pad_to=n + pad
         )
     logits = model.predict(ds.map(lambda x, y: x), verbose=0)
     return np.asarray(logits, dtype=np.float32)[:n]
