@@ -28,14 +28,6 @@ CPU_BACKEND = "tensorflow"
 _CPU_SETTINGS: dict[str, dict] = {
     "tensorflow": {"env": {"TF_ENABLE_ONEDNN_OPTS": "1"}},
 }
-# What setup() applies whatever the backend, since tf.data always runs on TensorFlow's CPU
-# allocator. TF's default allocator takes each large tensor fresh from malloc, which maps
-# and zero-fills new pages every time: converting a 128 x 224 x 224 x 3 batch to float32
-# (77 MB) was half the pipeline's CPU time in page faults (perf, issue 15). The BFC
-# allocator keeps freed memory for the next batch: 1.8x the images per CPU-second of the
-# streamed pipeline at 224 px (experiments/memory/README.md). Documented in TF's
-# process_state.cc; the user's environment wins (TF_CPU_ALLOCATOR_USE_BFC=false).
-_TF_ENV = {"TF_CPU_ALLOCATOR_USE_BFC": "true"}
 
 
 # Lines TF's and JAX's native code print at every start on a machine without a GPU, before
@@ -148,7 +140,7 @@ def cpu_supports_bfloat16() -> bool:
 
 def _apply_cpu_settings(backend: str) -> None:
     settings = cpu_settings(backend)
-    for key, value in (_TF_ENV | settings.get("env", {})).items():
+    for key, value in settings.get("env", {}).items():
         os.environ.setdefault(key, value)
     threads = settings.get("threading")
     if threads:
