@@ -19,11 +19,13 @@ import sys
 SOURCES = ("memory", "stream")
 
 
-def _rate(target: str, source: str, extra: list[str]) -> tuple[float, float | None]:
-    """(images/s, images per CPU-second or None) of one bench process."""
-    command = [sys.executable, "-m", "tlmed_keras.bench", f"--target={target}"]
-    command += [f"--data_source={source}", *extra]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+def run_bench(target: str, args: list[str], tree: str | None = None) -> tuple[float, float | None]:
+    """(images/s, images per CPU-second or None) of one bench process, importing the package
+    from ``tree`` (a checkout) when given, else as this process does."""
+    command = [sys.executable, "-m", "tlmed_keras.bench", f"--target={target}", *args]
+    env = None if tree is None else {**os.environ, "PYTHONPATH": tree}
+    # cwd too: ``python -m`` puts the working directory ahead of PYTHONPATH.
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tree, env=env)
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     name, value = done.stdout.strip().splitlines()[-1].split("=")
@@ -41,7 +43,7 @@ def main() -> None:
     per_cpu: dict[str, list[float]] = {source: [] for source in SOURCES}
     for round_ in range(args.rounds):
         for source in SOURCES if round_ % 2 == 0 else SOURCES[::-1]:
-            rate, cpu = _rate(args.target, source, extra)
+            rate, cpu = run_bench(args.target, [f"--data_source={source}", *extra])
             rates[source].append(rate)
             if cpu is not None:
                 per_cpu[source].append(cpu)

@@ -1,15 +1,17 @@
 """The trainer on both data sources: with augmentation on, the same seed repeats a run
-exactly, and a run stopped after epoch 1 and resumed ends as the uninterrupted one."""
+exactly, a run stopped after epoch 1 and resumed ends as the uninterrupted one, and
+config.json records the source used and why (what ``auto`` picked)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import pathlib
 
 import pytest
 
 from tests import tiny_registry
-from tlmed_keras.data import catalog, shards
+from tlmed_keras.data import catalog, shards, sources
 from tlmed_keras.train.trainer import train_and_evaluate
 
 
@@ -37,6 +39,9 @@ def test_augmented_runs_repeat_and_resume_exactly(tiny_config, tmp_path, source,
 
     first = train_and_evaluate(config, tmp_path / "a", registry=tiny_registry, say=say)
     assert any(line.startswith(f"data source: {source} (--data_source={source}") for line in said)
+    recorded = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert recorded["data_source"] == source
+    assert recorded["data_source_reason"] in said
     with pytest.raises(Killed):
         train_and_evaluate(
             config, tmp_path / "c", registry=tiny_registry, epoch_end_hook=_kill_after_first
@@ -60,3 +65,19 @@ def test_damaged_shard_stops_training_naming_the_file(tiny_config, tmp_path):
     victim.write_bytes(bytes(data))
     with pytest.raises(shards.CorruptShardError, match=f"Shard {victim} is damaged"):
         train_and_evaluate(config, tmp_path / "run", registry=tiny_registry, say=lambda *a, **k: 0)
+
+
+@pytest.mark.parametrize(("ram", "picked"), [(1 << 40, "memory"), (0, "stream")])
+def test_auto_choice_and_its_reason_are_recorded_in_config_json(
+    tiny_config, tmp_path, monkeypatch, ram, picked
+):
+    monkeypatch.setattr(sources, "available_ram_bytes", lambda: ram)
+    config = tiny_config(data_source="auto", finetune_epochs=0, max_steps_per_epoch=1)
+    said = []
+    say = lambda *args, **kwargs: said.append(" ".join(map(str, args)))  # noqa: E731
+    train_and_evaluate(config, tmp_path / "run", registry=tiny_registry, say=say)
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["data_source"] == picked
+    assert recorded["data_source_reason"].startswith(f"data source: {picked} (auto:")
+    assert recorded["data_source_reason"] in said  # the line the run printed
+    assert recorded["flags"]["data_source"] == "auto"  # as given: what a resume must match

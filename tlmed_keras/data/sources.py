@@ -5,7 +5,7 @@
 verified npz once into shards beside it (``shards``) and reads them through tf.data with a
 bounded shuffle buffer (``pipeline.make_stream_dataset``): memory bounded whatever the size.
 ``auto`` picks memory when the splits fit comfortably in the RAM available now, else stream,
-and says which and why in one line.
+and says which and why in one line (the trainer also records both in config.json).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import math
 import os
 import pathlib
 from collections.abc import Iterator, Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,7 +49,14 @@ def splits_bytes(npz_path: os.PathLike | str) -> int:
     )
 
 
-def choose(requested: str, npz_path, available: int | None = None) -> tuple[str, str]:
+class SourceChoice(NamedTuple):
+    """The data source a run uses ("memory" or "stream") and the one-line reason why."""
+
+    source: str
+    reason: str
+
+
+def choose(requested: str, npz_path, available: int | None = None) -> SourceChoice:
     """``(source, reason)``: the source to use and a one-line reason to print.
 
     Raises:
@@ -59,14 +67,17 @@ def choose(requested: str, npz_path, available: int | None = None) -> tuple[str,
     size = splits_bytes(npz_path)
     gib = f"{size / 2**30:.2f} GiB"
     if requested != "auto":
-        return requested, f"data source: {requested} (--data_source={requested}; splits {gib})"
+        return SourceChoice(
+            requested, f"data source: {requested} (--data_source={requested}; splits {gib})"
+        )
     available = available_ram_bytes() if available is None else available
     room = f"{available / 2**30:.1f} GiB of RAM available"
     if size <= MEMORY_SHARE * available:
-        return "memory", f"data source: memory (auto: splits {gib} fit in {room})"
-    return "stream", (
+        return SourceChoice("memory", f"data source: memory (auto: splits {gib} fit in {room})")
+    return SourceChoice(
+        "stream",
         f"data source: stream (auto: splits {gib} exceed {MEMORY_SHARE:.0%} of {room}; "
-        "TFRecord shards beside the npz, bounded memory)"
+        "TFRecord shards beside the npz, bounded memory)",
     )
 
 
@@ -114,9 +125,10 @@ def load(
     download: bool = False,
     verify: bool = True,
     say=print,
-):
-    """Finds and verifies the npz, then returns its splits from the chosen source:
-    ``arrays.Splits`` (memory) or ``StreamedSplits`` (stream, shards converted once).
+) -> tuple[Mapping, SourceChoice]:
+    """Finds and verifies the npz, then returns ``(splits, choice)``: its splits from the
+    chosen source, ``arrays.Splits`` (memory) or ``StreamedSplits`` (stream, shards converted
+    once), and the ``SourceChoice`` that picked it (``say`` gets its reason too).
 
     Raises:
         ValueError: a bad ``source``; the errors of ``files``, ``npz`` and ``shards``.
@@ -124,12 +136,12 @@ def load(
     from tlmed_keras.data import shards
 
     path = files.find_or_download(info, data_dir or None, download, verify=verify)
-    chosen, reason = choose(source, path)
-    say(reason)
-    if chosen == "memory":
-        return read_splits(path, info)
+    choice = choose(source, path)
+    say(choice.reason)
+    if choice.source == "memory":
+        return read_splits(path, info), choice
     shard_set = shards.prepare_shards(path, info, say=say)
     labels = {split: npz.read_array(path, f"{split}_labels") for split in SPLITS}
     for split, values in labels.items():
         npz.validate_labels(values, info, f"{path}:{split}_labels")
-    return StreamedSplits(shard_set, labels, info, path)
+    return StreamedSplits(shard_set, labels, info, path), choice

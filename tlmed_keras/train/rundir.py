@@ -4,8 +4,9 @@ Layout::
 
     WORKDIR/
       flags.txt       the run's flags (``--flagfile=WORKDIR/flags.txt`` reruns it)
-      config.json     resolved config: the flags with image_size and backend resolved, +
-                      normalization (Preprocess config), devices, task, num_classes; under
+      config.json     resolved config: the flags with image_size, backend and data_source
+                      resolved (+ data_source_reason: why auto picked it), normalization
+                      (Preprocess config), devices, task, num_classes; under
                       "flags" the flags exactly as given (what a resume must match)
       tb/             TensorBoard: train/ and validation/ scalars per epoch
       history.csv     one row per epoch (both phases)

@@ -65,8 +65,9 @@ def _spec(registry: Any, name: str) -> Any:
 
 
 def _load_splits(config: Config, say: Callable[..., None] = print):
-    """The splits from ``--data_source`` (``data.sources``): arrays in memory, or labels in
-    memory and images streamed from TFRecord shards converted once beside the npz."""
+    """``(splits, choice)`` from ``--data_source`` (``data.sources``): arrays in memory, or
+    labels in memory and images streamed from TFRecord shards converted once beside the npz;
+    ``choice`` says which and why (what ``auto`` picked goes into config.json)."""
     from tlmed_keras.data import sources
 
     return sources.load(
@@ -86,6 +87,7 @@ class _Setup:
     info: catalog.DatasetInfo
     spec: Any
     splits: Any
+    source: Any  # data.sources.SourceChoice
     preprocess: Preprocess
     devices: int
     drop_remainder: bool
@@ -135,7 +137,7 @@ def _prepare(config: Config, registry: Any) -> tuple[Any, catalog.DatasetInfo]:
 
 
 def _setup(config: Config, spec: Any, info: catalog.DatasetInfo, devices: int, say=print) -> _Setup:
-    splits = _load_splits(config, say)
+    splits, source = _load_splits(config, say)
     cfg.check_split_sizes(config, splits.sizes())
     preprocess = Preprocess(
         config.image_size or spec.input_size, spec.normalization, config.interpolation
@@ -149,7 +151,17 @@ def _setup(config: Config, spec: Any, info: catalog.DatasetInfo, devices: int, s
     loss = losses.make_loss(info.num_classes, info.is_multilabel, config.label_smoothing, weights)
     val_loss = losses.make_loss(info.num_classes, info.is_multilabel, config.label_smoothing)
     return _Setup(
-        info, spec, splits, preprocess, devices, drop_remainder, steps, eval_batch, loss, val_loss
+        info,
+        spec,
+        splits,
+        source,
+        preprocess,
+        devices,
+        drop_remainder,
+        steps,
+        eval_batch,
+        loss,
+        val_loss,
     )
 
 
@@ -623,6 +635,8 @@ def _resolved(s: _Setup) -> dict[str, Any]:
         "num_classes": s.info.num_classes,
         "label_names": list(s.info.label_names),
         "steps_per_epoch": s.steps,
+        "data_source": s.source.source,  # what --data_source=auto picked
+        "data_source_reason": s.source.reason,
     }
 
 
