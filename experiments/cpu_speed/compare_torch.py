@@ -13,7 +13,9 @@ PyTorch user runs; local: the hand-written modules of ``torch_models.py``), amp=
 (``torch.autocast("cpu", torch.bfloat16)``), threads, bn, layout=channels_last|nchw,
 omp=passive|active (OMP_WAIT_POLICY: torch's spinning OpenMP threads collapse when the
 machine is oversubscribed; passive makes a fair reference under contention)),
-``keras-tf``, ``keras-jax`` or ``keras-torch``
+``bench`` (the headline of issue #14: ``tlmed_keras.bench --target=train``'s pipeline-fed rate,
+the trainer's own model, step and data; keys fused_bn=0|1, mp=1; models mobilenetv2 =
+``mobilenet_v2_torchvision``, resnet50 = ``resnet50``), ``keras-tf``, ``keras-jax`` or ``keras-torch``
 (keys: feed=fit|tob, jit=true|false|auto, spe=N, threads=N (intra-op), inter=N, onednn=0|1,
 layout=channels_last|channels_first, precision=float32|mixed_bfloat16, bn=train|frozen,
 defaults=0 (skip runtime.setup's CPU settings), grappler=0 (TF graph optimizer off)).
@@ -51,6 +53,8 @@ DEFAULTS = {
     "resnet50_tv": {"size": 64, "batch": 32},
 }
 KERAS_BACKENDS = {"keras-tf": "tensorflow", "keras-jax": "jax", "keras-torch": "torch"}
+# The ``bench`` framework: the trainer's own model and step (``tlmed_keras.bench``).
+BENCH_MODELS = {"mobilenetv2": "mobilenet_v2_torchvision", "resnet50": "resnet50"}
 
 
 def load() -> str:
@@ -247,6 +251,37 @@ def keras_worker(framework: str, model_name: str, opts: dict, steps: int, warmup
     }
 
 
+def bench_worker(model_name: str, opts: dict, steps: int, warmup: int) -> dict:
+    """``python -m tlmed_keras.bench --target=train``'s measurement, in this process: the
+    trainer's model, compiled step and pipeline. Keys: fused_bn=0|1 (the
+    ``TLMED_KERAS_FUSED_BN`` switch), mp=1 (``--train_mixed_precision``)."""
+    sys.path.insert(0, str(REPO))
+    if "fused_bn" in opts:  # read when the model is built
+        os.environ["TLMED_KERAS_FUSED_BN"] = str(opts["fused_bn"])
+    from tlmed_keras import runtime
+
+    runtime.setup("tensorflow")
+    from tlmed_keras.bench import train as bench_train
+
+    batch = int(opts["batch"])
+    result = bench_train.benchmark(
+        BENCH_MODELS[model_name],
+        int(opts["size"]),
+        batch,
+        steps=steps,
+        warmup_steps=warmup,
+        mixed_precision=opts.get("mp", "0") == "1",
+        say=lambda *a: None,
+    )
+    rate = result["pipeline_images_per_s"]
+    return {
+        "first_step_s": result["compile_s"],
+        "step_times": [batch / rate],  # the bench reports one rate over its timed steps
+        "no_pipeline_img_s": result["no_pipeline_images_per_s"],
+        "params_trainable": result["trainable_params"],
+    }
+
+
 def make_step_clock(keras):
     class StepClock(keras.callbacks.Callback):
         """Wall time at the start of training and at the end of every executed batch."""
@@ -287,9 +322,9 @@ def build_keras_model(keras, name, size, layout, bn):
 
 def parse_config(text: str) -> tuple[str, dict]:
     framework, *pairs = text.split(":")
-    if framework != "torch" and framework not in KERAS_BACKENDS:
+    if framework not in ("torch", "bench") and framework not in KERAS_BACKENDS:
         raise ValueError(
-            f"Unknown framework {framework!r} in config {text!r}. Accepted: torch, "
+            f"Unknown framework {framework!r} in config {text!r}. Accepted: torch, bench, "
             f"{', '.join(KERAS_BACKENDS)}."
         )
     opts = {}
@@ -353,6 +388,8 @@ def main(argv=None) -> int:
         opts = {**DEFAULTS[model], **opts}
         if framework == "torch":
             out = torch_worker(model, opts, args.steps, args.warmup)
+        elif framework == "bench":
+            out = bench_worker(model, opts, args.steps, args.warmup)
         else:
             out = keras_worker(framework, model, opts, args.steps, args.warmup)
         print("RESULT " + json.dumps(out), flush=True)

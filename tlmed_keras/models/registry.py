@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from tlmed_keras.data.preprocess import Normalization, get_normalization
-from tlmed_keras.models import REGISTRY_API
+from tlmed_keras.models import REGISTRY_API, batch_norm
 from tlmed_keras.models import spec as spec_module
 from tlmed_keras.models.spec import ModelSpec, WeightsUnavailableError  # noqa: F401 (API)
 
@@ -38,7 +38,7 @@ TRAINABLE_MODES = ("frozen", "all", "an int N (top N blocks)")
 
 # Every module of this package registers its backbones on import (see ``spec.register``),
 # except these, which are the zoo's machinery. A new family file needs no line here.
-_NOT_FAMILIES = frozenset({"__main__", "registry", "spec"})
+_NOT_FAMILIES = frozenset({"__main__", "batch_norm", "registry", "spec"})
 # The order ``models --list`` has always shown; other family modules follow alphabetically.
 _LISTING_ORDER = (
     "keras_apps",
@@ -117,6 +117,13 @@ def parse_weights(weights: str | os.PathLike | None) -> str | pathlib.Path | Non
 
 
 def _build(spec: ModelSpec, size: int, weights, include_top: bool) -> keras.Model:
+    model = _build_unfused(spec, size, weights, include_top)
+    # TensorFlow backend: BatchNormalization through the fused kernel (issue #14).
+    batch_norm.fuse_batch_norm(model)
+    return model
+
+
+def _build_unfused(spec: ModelSpec, size: int, weights, include_top: bool) -> keras.Model:
     weights = parse_weights(weights)
     shape = (size, size, 3)
     if isinstance(weights, pathlib.Path) and weights.name.endswith(KERAS_WEIGHT_SUFFIXES):
