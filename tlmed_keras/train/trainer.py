@@ -5,6 +5,8 @@ it or its top N blocks; batch-norm stays in inference mode, see ``models.set_tra
 and trains at a lower rate with warm-up and cosine decay. The model with the best
 validation AUC (``--select_on``: or ACC, or lowest loss) is selected; the test split is
 evaluated once, at the end, with it (``--tta=flip``: averaged with its mirror image).
+With ``--ema_epochs``, validation, selection and that evaluation see an exponential moving
+average of the weights (``train.ema``); training itself always steps the raw weights.
 
 ``fit`` runs one epoch at a time so that each epoch gets its own seeded shuffle (a resumed
 run sees the same batches as an uninterrupted one) and so that resuming, early stopping,
