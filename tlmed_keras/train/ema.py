@@ -39,6 +39,28 @@ def _is_float(variable) -> bool:
     return keras.backend.is_float_dtype(variable.dtype)
 
 
+def _step(average: list, weights: list, decay: float) -> list:
+    # w + decay * (avg - w) == decay * avg + (1 - decay) * w, written so that decay 0 gives
+    # the weights exactly and a variable that does not change stays exact.
+    return [w + decay * (a - w) for a, w in zip(average, weights, strict=True)]
+
+
+def _compiled(fn):
+    """``fn`` as one compiled call. Eagerly the update is three ops per variable (262 in
+    MobileNetV2): 94 ms a step on TensorFlow, 346 on JAX, against 20 and 11 compiled (2
+    loaded CPU cores, 2026-12-02), next to steps of about 600 ms."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn, static_argnums=2)
+    return fn
+
+
 class WeightEMA:
     """The running average of ``model``'s floating-point variables.
 
@@ -53,15 +75,11 @@ class WeightEMA:
         self.decay = decay
         self.variables = [v for v in model.variables if _is_float(v)]
         self.average = [keras.ops.copy(v.value) for v in self.variables]
+        self._step = _compiled(_step)
 
     def update(self) -> None:
         """One step: ``avg = decay * avg + (1 - decay) * w`` for every averaged variable."""
-        # w + decay * (avg - w) == decay * avg + (1 - decay) * w, written so that decay 0
-        # gives the weights exactly and a variable that does not change stays exact.
-        self.average = [
-            v.value + keras.ops.cast(self.decay, a.dtype) * (a - v.value)
-            for a, v in zip(self.average, self.variables, strict=True)
-        ]
+        self.average = list(self._step(self.average, [v.value for v in self.variables], self.decay))
 
     @contextlib.contextmanager
     def swapped_in(self) -> Iterator[None]:
