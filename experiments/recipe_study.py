@@ -51,7 +51,18 @@ PUBLISHED = {
     },
 }
 
-flags.DEFINE_enum("stage", "val", ["val", "test"], "val: choices on validation; test: table.")
+# Scores a candidate proposed after the recipe was chosen is measured against (rule in its
+# flagfile): c1 as chosen (earlier sweeps, val_candidates.md) and c1's fresh final runs on the
+# current code (tta=none column of val_tta.md).
+RECIPE_REFERENCES = {"c1 (earlier sweeps)": 0.7986, "c1 (fresh final runs)": 0.7901}
+
+flags.DEFINE_enum(
+    "stage",
+    "val",
+    ["val", "later", "test"],
+    "val: choices on validation; later: score a later --candidate (e.g. c3_ema) on validation "
+    "against the recipe's references, as a section of val_candidates.md; test: table.",
+)
 flags.DEFINE_string("candidate", "c2_128px_basic_ls", "The chosen candidate (test stage, TTA).")
 flags.DEFINE_enum("tta", "flip", ["none", "flip"], "The TTA chosen on val (test stage).")
 FLAGS = flags.FLAGS
@@ -122,6 +133,38 @@ def stage_val() -> None:
             best = "c2_128px_basic_ls"
         lines.append(f"\n**Chosen by the rule: {best}**")
     (OUT / "val_candidates.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def stage_later(candidate: str) -> None:
+    """Adds (or replaces) ``candidate``'s section of val_candidates.md: its val numbers from its
+    runs, its score by rule 1, and the verdict of the rule written in its flagfile (beat every
+    ``RECIPE_REFERENCES`` score by more than ``TIE``). Val only: no test number is read."""
+    heading = f"## Later candidate {candidate} (rule: flags/recipes/candidates/{candidate}.cfg)"
+    lines = [heading, "", "| data | val ACC (seeds 0,1,2) | val AUC (seeds 0,1,2) | (ACC+AUC)/2 |"]
+    lines.append("|---|---|---|---|")
+    per_data = []
+    for data in DATASETS:
+        vals = _val_from_runs(data, candidate)
+        if vals is None:
+            done = [s for s in SEEDS if (run_dir(data, candidate, s) / "DONE").exists()]
+            lines.append(f"| {data} | missing (seeds done: {done or 'none'}) | | |")
+            continue
+        acc, auc = zip(*vals, strict=True)
+        per_data.append(float(np.mean([(a + u) / 2 for a, u in vals])))
+        lines.append(
+            f"| {data} | {', '.join(f'{a:.3f}' for a in acc)} | "
+            f"{', '.join(f'{u:.3f}' for u in auc)} | {per_data[-1]:.4f} |"
+        )
+    lines += [""] + [f"- {name}: {score:.4f}" for name, score in RECIPE_REFERENCES.items()]
+    if len(per_data) == len(DATASETS):
+        score, bar = float(np.mean(per_data)), max(RECIPE_REFERENCES.values()) + TIE
+        verdict = "beats" if score >= bar else "does not beat"
+        lines.append(f"- {candidate}: {score:.4f}")
+        lines.append(f"\n**{candidate} {verdict} the bar {bar:.4f} (best reference + {TIE}).**")
+    path = OUT / "val_candidates.md"
+    kept = path.read_text().split(f"\n{heading}\n")[0].rstrip("\n")
+    path.write_text(kept + "\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -196,6 +239,8 @@ def main(argv) -> None:
         stage_val()
         if all((run_dir(d, FLAGS.candidate, s) / "DONE").exists() for d in DATASETS for s in SEEDS):
             stage_val_tta(FLAGS.candidate)
+    elif FLAGS.stage == "later":
+        stage_later(FLAGS.candidate)
     else:
         stage_test(FLAGS.candidate, FLAGS.tta)
 

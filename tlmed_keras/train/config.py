@@ -111,6 +111,16 @@ class Config:
         "Test-time augmentation of the final val/test evaluation: none, or flip (mean "
         "probability of the image and its horizontal mirror).",
     )
+    ema_epochs: float = _field(
+        0.0,
+        "EMA of the weights: validation, checkpoint selection, model.keras and the final "
+        "val/test use an exponential moving average of the weights (training steps the raw "
+        "ones), over a horizon of this many epochs: per-step decay 1 - 1/(ema_epochs x "
+        "steps per epoch). A horizon in epochs, not a fixed decay, so one value means the "
+        "same on any set (0.999 would span 55 epochs of BreastMNIST but 0.4 of ChestMNIST). "
+        "0 = off.",
+        minimum=0,
+    )
     # Execution.
     mixed_precision: bool = _field(False, "mixed_bfloat16 compute (head output stays float32).")
     backend: str = _field("auto", "Keras backend: auto, jax, tensorflow or torch.")

@@ -11,7 +11,9 @@ Layout::
       tb/             TensorBoard: train/ and validation/ scalars per epoch
       history.csv     one row per epoch (both phases)
       ckpt/           resume state: state.json + ckpt-<epoch>.npz (model + optimizer
-                      variables) + best-<epoch>.npz (model variables of the best val AUC);
+                      variables, + "ema": the weights' average with --ema_epochs) +
+                      best-<epoch>.npz (model variables of the best val AUC; the average
+                      with --ema_epochs);
                       state.json records each file's SHA-256 and the previous epoch's state,
                       whose files are kept, so a damaged latest checkpoint falls back to it.
                       (Named checkpoint/ before: TensorFlow's tools read a path of that name

@@ -5,6 +5,8 @@ it or its top N blocks; batch-norm stays in inference mode, see ``models.set_tra
 and trains at a lower rate with warm-up and cosine decay. The model with the best
 validation AUC (``--select_on``: or ACC, or lowest loss) is selected; the test split is
 evaluated once, at the end, with it (``--tta=flip``: averaged with its mirror image).
+With ``--ema_epochs``, validation, selection and that evaluation see an exponential moving
+average of the weights (``train.ema``); training itself always steps the raw weights.
 
 ``fit`` runs one epoch at a time so that each epoch gets its own seeded shuffle (a resumed
 run sees the same batches as an uninterrupted one) and so that resuming, early stopping,
@@ -35,6 +37,7 @@ from tlmed_keras.evaluate.ensemble import with_tta
 from tlmed_keras.train import (
     banner,
     divergence,
+    ema,
     epoch_metrics,
     keras_metrics,
     losses,
@@ -361,6 +364,12 @@ class _Training:
     backbone: keras.Model
     state: rundir.TrainState
     writer: cb.ScalarWriter
+    ema: ema.WeightEMA | None = None  # --ema_epochs: the average validation and selection see
+
+    def evaluated_arrays(self) -> list[np.ndarray]:
+        """The model's variables as validation sees them: the EMA when on, else raw."""
+        with self.ema.swapped_in() if self.ema else contextlib.nullcontext():
+            return _variables(self.model.variables)
 
     @property
     def total_epochs(self) -> int:
@@ -396,13 +405,17 @@ def _callbacks(phase: schedule.Phase, t: _Training) -> list[keras.callbacks.Call
     s, verbose = t.setup, t.job.verbose
     val_images, val_labels = s.splits["val"]
     y_val = _task_labels(val_labels, s.info)
-    validation = cb.ValidationMetrics(
-        lambda m: predict_logits(m, val_images, val_labels, s), y_val, s.info.task, s.val_loss
-    )
+
+    def predict_val(model):
+        with t.ema.swapped_in() if t.ema else contextlib.nullcontext():
+            return predict_logits(model, val_images, val_labels, s)
+
+    validation = cb.ValidationMetrics(predict_val, y_val, s.info.task, s.val_loss)
     label = f"phase {phase.index} {phase.name}"
     # --verbose: 1 = Keras' bar (its last update holds the epoch's metrics), 2 = our line.
     return [
         keras.callbacks.TerminateOnNaN(),
+        *([ema.EMAUpdate(t.ema)] if t.ema else []),
         validation,
         cb.LearningRateLogger(),
         *([cb.PhaseProgbar(t.total_epochs)] if verbose == 1 else []),
@@ -463,9 +476,7 @@ def _select(done: int, logs: dict, t: _Training) -> None:
     value = selection.selection_value(logs, select_on)
     if selection.improves(value, state.best_auc, select_on):
         state.best_auc, state.best_epoch, state.wait = value, done, 0
-        state.best = t.job.run.save_arrays(
-            f"best-{done}.npz", {"model": _variables(t.model.variables)}
-        )
+        state.best = t.job.run.save_arrays(f"best-{done}.npz", {"model": t.evaluated_arrays()})
     else:
         state.wait += 1
 
@@ -475,10 +486,10 @@ def _end_epoch(phase: schedule.Phase, done: int, end: int, optimizer, t: _Traini
     ``--patience`` says so, writes state and history, then calls the epoch-end hook."""
     config, run, state = t.job.config, t.job.run, t.state
     state.epoch = done
-    state.checkpoint = run.save_arrays(
-        f"ckpt-{done}.npz",
-        {"model": _variables(t.model.variables), "optimizer": _variables(optimizer.variables)},
-    )
+    groups = {"model": _variables(t.model.variables), "optimizer": _variables(optimizer.variables)}
+    if t.ema:
+        groups["ema"] = t.ema.arrays()
+    state.checkpoint = run.save_arrays(f"ckpt-{done}.npz", groups)
     if config.patience and state.wait >= config.patience and state.epoch < end:
         state.stopped.append(phase.name)
         t.job.say(
@@ -504,12 +515,13 @@ def _on_divergence(message: str, phase: schedule.Phase, config: Config, say) -> 
     )
 
 
-def _final_model(job: _Job, s: _Setup, model, state: rundir.TrainState):
-    """The selected weights in a fresh, uncompiled classifier (no optimizer in model.keras)."""
-    if state.best:
-        _assign(model.variables, job.run.load_arrays(state.best)["model"], "model")
-    fresh, _ = _build(job.config, s, job.registry, weights="none")
-    _assign(fresh.variables, _variables(model.variables), "model")
+def _final_model(t: _Training):
+    """The selected weights in a fresh, uncompiled classifier (no optimizer in model.keras);
+    without a selected checkpoint, the last weights as validation saw them (EMA or raw)."""
+    job, state = t.job, t.state
+    arrays = job.run.load_arrays(state.best)["model"] if state.best else t.evaluated_arrays()
+    fresh, _ = _build(job.config, t.setup, job.registry, weights="none")
+    _assign(fresh.variables, arrays, "model")
     return fresh
 
 
@@ -662,11 +674,14 @@ def _train_locked(job: _Job, spec: Any, info: catalog.DatasetInfo, replacing: st
         if not run.has_config():
             run.write_config(config, resolved)
         state = state or rundir.TrainState()
+        average = _start_ema(config, s, model)
         if state.checkpoint:
-            _assign(model.variables, run.load_arrays(state.checkpoint)["model"], "model")
+            saved = run.load_arrays(state.checkpoint)
+            _assign(model.variables, saved["model"], "model")
+            _restore_ema(average, saved, run.ckpt / state.checkpoint)
             say(f"Resuming {workdir} after epoch {state.epoch} (phase {state.phase}).")
         phases = schedule.phases(config)
-        training = _Training(job, s, model, backbone, state, cb.ScalarWriter(run.tb))
+        training = _Training(job, s, model, backbone, state, cb.ScalarWriter(run.tb), average)
         _announce(job, resolved, s, model, backbone, phases)
         if state.epoch == 0:
             tb_meta.write_run_summary(run.tb, config, resolved)
@@ -677,7 +692,7 @@ def _train_locked(job: _Job, spec: Any, info: catalog.DatasetInfo, replacing: st
                 _run_phase(phase, training)
         finally:
             training.writer.close()
-        final = _final_model(job, s, model, state)
+        final = _final_model(training)
         metrics = _finish(job, s, final, state, resolved, started)
     say(
         f"Done: best val AUC {metrics['val']['auc']:.4f} (epoch {state.best_epoch}); "
@@ -686,6 +701,25 @@ def _train_locked(job: _Job, spec: Any, info: catalog.DatasetInfo, replacing: st
     for line in banner.next_steps(workdir):
         say(line)
     return metrics
+
+
+def _start_ema(config: Config, s: _Setup, model) -> ema.WeightEMA | None:
+    """The EMA of ``--ema_epochs`` (None when 0), started from ``model``'s weights now."""
+    if not config.ema_epochs:
+        return None
+    return ema.WeightEMA(model, ema.decay_per_step(config.ema_epochs, s.steps))
+
+
+def _restore_ema(average: ema.WeightEMA | None, saved: dict, path) -> None:
+    """Restores the EMA of a resumed run from its checkpoint, or refuses to resume."""
+    if average is None:
+        return
+    if "ema" not in saved or not average.load(saved["ema"]):
+        raise CheckpointError(
+            f"{path} holds no EMA of the weights that fits this model; a run with "
+            "--ema_epochs needs one to resume. Use a new --workdir (or delete the run's "
+            "ckpt/ folder)."
+        )
 
 
 def _announce(job: _Job, resolved: dict, s: _Setup, model, backbone, phases) -> None:
