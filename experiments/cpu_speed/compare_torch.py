@@ -15,7 +15,8 @@ omp=passive|active (OMP_WAIT_POLICY: torch's spinning OpenMP threads collapse wh
 machine is oversubscribed; passive makes a fair reference under contention)),
 ``bench`` (the headline of issue #14: ``tlmed_keras.bench --target=train``'s pipeline-fed rate,
 the trainer's own model, step and data; keys fused_bn=0|1, mp=1; models mobilenetv2 =
-``mobilenet_v2_torchvision``, resnet50 = ``resnet50``), ``keras-tf``, ``keras-jax`` or ``keras-torch``
+``mobilenet_v2_torchvision``, resnet50 = ``resnet50``), ``keras-tf``, ``keras-jax`` or
+``keras-torch``
 (keys: feed=fit|tob, jit=true|false|auto, spe=N, threads=N (intra-op), inter=N, onednn=0|1,
 layout=channels_last|channels_first, precision=float32|mixed_bfloat16, bn=train|frozen,
 defaults=0 (skip runtime.setup's CPU settings), grappler=0 (TF graph optimizer off)).
