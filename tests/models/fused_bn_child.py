@@ -1,7 +1,7 @@
 """Child process of test_batch_norm.py (the suite runs on JAX; the fused kernel is TF's).
 
 Prints one JSON line: the largest differences between Keras' BatchNormalization and
-FusedBatchNormalization (outputs, gradients, moving statistics) per case, the op types of
+a layer fused by fuse_layer (outputs, gradients, moving statistics) per case, the op types of
 the traced training step, and what fuse_batch_norm did to a small nested model.
 """
 
@@ -22,10 +22,10 @@ from tlmed_keras.models.registry import register_layers  # noqa: E402
 def compare(training: bool, dtype: str, **kwargs) -> dict:
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(2.0, 3.0, (4, 5, 6, 7)), keras.DTypePolicy(dtype).compute_dtype)
-    layers = [keras.layers.BatchNormalization(dtype=dtype, **kwargs)]
-    layers.append(batch_norm.FusedBatchNormalization(dtype=dtype, **kwargs))
+    layers = [keras.layers.BatchNormalization(dtype=dtype, **kwargs) for _ in range(2)]
     for layer in layers:
         layer.build(x.shape)
+    batch_norm.fuse_layer(layers[1])
     weights = [rng.normal(1.0, 0.5, w.shape).astype("float32") for w in layers[0].weights]
     weights = [
         abs(w) if "variance" in v.path else w
@@ -80,6 +80,8 @@ def model_report() -> dict:
     before = model(x, training=True)
     count = batch_norm.fuse_batch_norm(model)
     after = model(x, training=True)
+    traced = tf.function(lambda images: model(images, training=True))
+    ops = {op.type for op in traced.get_concrete_function(x).graph.get_operations()}
     all_bn = [
         layer
         for layer in [*model.layers, *model.layers[1].layers]
@@ -91,11 +93,20 @@ def model_report() -> dict:
         register_layers()
         loaded = keras.saving.load_model(path, safe_mode=True)
         reloaded = loaded(x, training=False)
+        # A weights file of the fused model loads into an unfused one (same variable paths).
+        weights_path = os.path.join(folder, "m.weights.h5")
+        model.save_weights(weights_path)
+        plain = nested_model()
+        plain.load_weights(weights_path)
     return {
         "count": count,
-        "fused_classes": sorted({type(layer).__name__ for layer in all_bn}),
+        "fused_op": "FusedBatchNormV3" in ops,
+        "classes": sorted({type(layer).__name__ for layer in all_bn}),
+        "fused": sorted({batch_norm.is_fused(layer) for layer in all_bn}),
+        "loaded_classes": sorted({type(layer).__name__ for layer in loaded.layers}),
         "train_diff": float(np.max(np.abs(np.asarray(before) - np.asarray(after)))),
         "reload_diff": float(np.max(np.abs(np.asarray(model(x)) - np.asarray(reloaded)))),
+        "weights_file_diff": float(np.max(np.abs(np.asarray(model(x)) - np.asarray(plain(x))))),
     }
 
 

@@ -1,4 +1,4 @@
-"""FusedBatchNormalization: Keras' BatchNormalization through TF's fused kernel (issue #14).
+"""fuse_batch_norm: Keras' BatchNormalization through TF's fused kernel (issue #14).
 
 The numbers are checked in a TensorFlow-backend child process (``fused_bn_child.py``): the
 suite itself runs on JAX, where the layer must stay Keras' own.
@@ -42,15 +42,19 @@ def test_fused_layer_under_mixed_bfloat16_keeps_the_compute_dtype(cases):
 def test_fuse_batch_norm_switches_nested_layers_and_saves(cases):
     report = cases["model"]
     assert report["count"] == 2
-    assert report["fused_classes"] == ["FusedBatchNormalization"]
+    assert report["fused"] == [True] and report["fused_op"]
+    # The layers stay Keras' class, so saved files are those of the unfused model.
+    assert report["classes"] == ["BatchNormalization"]
+    assert "BatchNormalization" in report["loaded_classes"]
     assert report["train_diff"] < 1e-5
     assert report["reload_diff"] < 1e-5
+    assert report["weights_file_diff"] < 1e-5
 
 
 def test_environment_switch_turns_fusing_off(cases):
     report = cases["model_switched_off"]
     assert report["count"] == 0
-    assert report["fused_classes"] == ["BatchNormalization"]
+    assert report["fused"] == [False] and not report["fused_op"]
 
 
 def test_other_backends_keep_keras_batch_norm():
@@ -58,4 +62,4 @@ def test_other_backends_keep_keras_batch_norm():
     inputs = keras.Input((4, 4, 2))
     model = keras.Model(inputs, keras.layers.BatchNormalization()(inputs))
     assert batch_norm.fuse_batch_norm(model) == 0
-    assert type(model.layers[-1]) is keras.layers.BatchNormalization
+    assert not batch_norm.is_fused(model.layers[-1])

@@ -8,18 +8,18 @@ oneDNN runs as a single pass over the feature map. On a CPU, where those maps ar
 bound, the element-wise form costs 15-40 % of a training step (measured: profile in
 ``experiments/cpu_speed/README.md``).
 
-``FusedBatchNormalization`` is ``BatchNormalization`` with the same variables, config and
-results (up to float rounding: the moving variance is still the population variance, as
-Keras keeps it), whose ``call`` uses the fused kernel where it applies: TensorFlow backend,
-4-D channels-last inputs, no mask, no renorm. Anywhere else it is the Keras layer.
-``fuse_batch_norm(model)`` switches a built model's plain ``BatchNormalization`` layers to it
-in place (weights untouched; ``isinstance(layer, BatchNormalization)`` stays true).
+``fuse_batch_norm(model)`` routes the ``call`` of a built model's ``BatchNormalization``
+layers through ``fused_call``: the same results (up to float rounding: the moving variance
+is still the population variance, as Keras keeps it) through the fused kernel where it
+applies (TensorFlow backend, 4-D channels-last inputs, no mask, no renorm), Keras' own
+``call`` anywhere else. The layers stay Keras' class: saved files do not change.
 ``TLMED_KERAS_FUSED_BN=0`` in the environment turns the switch off, for before/after
 benchmarks.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import keras
@@ -32,78 +32,87 @@ def enabled() -> bool:
     return keras.backend.backend() == "tensorflow" and os.environ.get(ENV_SWITCH, "1") != "0"
 
 
-@keras.saving.register_keras_serializable(package="tlmed_keras")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """``BatchNormalization`` through TensorFlow's fused kernel where it applies."""
+def fused_call(layer, inputs, training=None, mask=None):
+    """``layer.call`` (a Keras ``BatchNormalization``) through the fused kernel where it
+    applies, else Keras' own ``call``."""
+    if not _fusable(layer, inputs, mask):
+        return keras.layers.BatchNormalization.call(layer, inputs, training=training, mask=mask)
+    import tensorflow as tf
 
-    def _fusable(self, inputs, mask) -> bool:
-        return (
-            keras.backend.backend() == "tensorflow"
-            and mask is None
-            and not self.renorm
-            and not getattr(self, "synchronized", False)
-            and len(inputs.shape) == 4
-            and self.axis in ([3], [-1], 3, -1)
-        )
+    learning = bool(training) and layer.trainable
+    channels = inputs.shape[-1]
+    # The kernel takes float16/bfloat16 inputs with float32 statistics, so a mixed
+    # policy needs no casts around it (Keras' layer upcasts the whole map to float32).
+    x = inputs if inputs.dtype in (tf.float16, tf.bfloat16) else tf.cast(inputs, tf.float32)
+    ones, zeros = tf.ones([channels], tf.float32), tf.zeros([channels], tf.float32)
+    scale = tf.cast(layer.gamma, tf.float32) if layer.scale else ones
+    offset = tf.cast(layer.beta, tf.float32) if layer.center else zeros
+    mean, variance = layer.moving_mean, layer.moving_variance
+    # tf.raw_ops, not tf.nn.fused_batch_norm: the wrapper raises epsilon to cuDNN's
+    # minimum (1.001e-5), which would change models built with a smaller one.
+    y, batch_mean, batch_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+        x=x,
+        scale=scale,
+        offset=offset,
+        mean=zeros if learning else tf.cast(mean, tf.float32),
+        variance=zeros if learning else tf.cast(variance, tf.float32),
+        epsilon=layer.epsilon,
+        exponential_avg_factor=1.0,
+        data_format="NHWC",
+        is_training=learning,
+    )
+    if learning:
+        _update_moving_statistics(layer, x, batch_mean, batch_variance)
+    return tf.cast(y, layer.compute_dtype)
 
-    def call(self, inputs, training=None, mask=None):
-        if not self._fusable(inputs, mask):
-            return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf
 
-        learning = bool(training) and self.trainable
-        channels = inputs.shape[-1]
-        # The kernel takes float16/bfloat16 inputs with float32 statistics, so a mixed
-        # policy needs no casts around it (Keras' layer upcasts the whole map to float32).
-        x = inputs if inputs.dtype in (tf.float16, tf.bfloat16) else tf.cast(inputs, tf.float32)
-        ones, zeros = tf.ones([channels], tf.float32), tf.zeros([channels], tf.float32)
-        scale = tf.cast(self.gamma, tf.float32) if self.scale else ones
-        offset = tf.cast(self.beta, tf.float32) if self.center else zeros
-        mean, variance = self.moving_mean, self.moving_variance
-        # tf.raw_ops, not tf.nn.fused_batch_norm: the wrapper raises epsilon to cuDNN's
-        # minimum (1.001e-5), which would change models built with a smaller one.
-        y, batch_mean, batch_variance, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=x,
-            scale=scale,
-            offset=offset,
-            mean=zeros if learning else tf.cast(mean, tf.float32),
-            variance=zeros if learning else tf.cast(variance, tf.float32),
-            epsilon=self.epsilon,
-            exponential_avg_factor=1.0,
-            data_format="NHWC",
-            is_training=learning,
-        )
-        if learning:
-            self._update_moving_statistics(x, batch_mean, batch_variance)
-        return tf.cast(y, self.compute_dtype)
+def _fusable(layer, inputs, mask) -> bool:
+    return (
+        keras.backend.backend() == "tensorflow"
+        and mask is None
+        and not layer.renorm
+        and not getattr(layer, "synchronized", False)
+        and len(inputs.shape) == 4
+        and layer.axis in ([3], [-1], 3, -1)
+    )
 
-    def _update_moving_statistics(self, x, batch_mean, batch_variance) -> None:
-        import tensorflow as tf
 
-        # The kernel returns the unbiased (n - 1) batch variance; Keras' moving variance
-        # averages the population (n) one, which the normalisation itself used.
-        n = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
-        population = batch_variance * (n - 1.0) / tf.maximum(n, 1.0)
-        m = self.momentum
-        self.moving_mean.assign(self.moving_mean * m + batch_mean * (1.0 - m))
-        self.moving_variance.assign(self.moving_variance * m + population * (1.0 - m))
+def _update_moving_statistics(layer, x, batch_mean, batch_variance) -> None:
+    import tensorflow as tf
+
+    # The kernel returns the unbiased (n - 1) batch variance; Keras' moving variance
+    # averages the population (n) one, which the normalisation itself used.
+    n = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
+    population = batch_variance * (n - 1.0) / tf.maximum(n, 1.0)
+    m = layer.momentum
+    layer.moving_mean.assign(layer.moving_mean * m + batch_mean * (1.0 - m))
+    layer.moving_variance.assign(layer.moving_variance * m + population * (1.0 - m))
+
+
+def fuse_layer(layer: keras.layers.BatchNormalization) -> None:
+    """Routes one Keras ``BatchNormalization`` layer's ``call`` through ``fused_call``."""
+    layer.call = functools.partial(fused_call, layer)
+
+
+def is_fused(layer) -> bool:
+    return isinstance(getattr(layer, "call", None), functools.partial)
 
 
 def fuse_batch_norm(model: keras.Model) -> int:
-    """Switches every plain ``BatchNormalization`` layer of ``model`` (nested models
-    included) to ``FusedBatchNormalization``, in place; returns how many. Nothing changes
-    when ``enabled()`` is false.
+    """Routes every ``BatchNormalization`` layer of ``model`` (nested models included)
+    through the fused kernel, in place; returns how many. Nothing changes when
+    ``enabled()`` is false.
 
-    The class of each layer object is swapped rather than the model cloned: variables,
-    names, weight order and the functional graph stay exactly as built, and a layer of the
-    subclass behaves as the Keras one wherever the fused kernel does not apply.
+    Only the layer object's ``call`` is replaced: its class, variables, names and config
+    stay Keras' own, so a saved ``model.keras`` or ``.weights.h5`` is exactly what the
+    unfused model writes (Keras names saved variables after the class) and loads anywhere.
     """
     if not enabled():
         return 0
     count = 0
     for layer in _all_layers(model):
-        if type(layer) is keras.layers.BatchNormalization:
-            layer.__class__ = FusedBatchNormalization
+        if isinstance(layer, keras.layers.BatchNormalization) and not is_fused(layer):
+            fuse_layer(layer)
             count += 1
     return count
 
