@@ -73,7 +73,7 @@ def _fusable(layer, inputs, mask) -> bool:
         and not layer.renorm
         and not getattr(layer, "synchronized", False)
         and len(inputs.shape) == 4
-        and layer.axis in ([3], [-1], 3, -1)
+        and layer.axis in (3, -1)  # Keras keeps it as given: an int
     )
 
 
@@ -118,7 +118,5 @@ def fuse_batch_norm(model: keras.Model) -> int:
 
 
 def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
+    # Keras' own walk (as registry._sublayers): nested models and layers held as attributes.
+    return model._flatten_layers(include_self=False, recursive=True)
