@@ -81,3 +81,63 @@ def test_auto_choice_and_its_reason_are_recorded_in_config_json(
     assert recorded["data_source_reason"].startswith(f"data source: {picked} (auto:")
     assert recorded["data_source_reason"] in said  # the line the run printed
     assert recorded["flags"]["data_source"] == "auto"  # as given: what a resume must match
+
+
+def test_resume_keeps_the_source_auto_picked_at_the_start(tiny_config, tmp_path, monkeypatch):
+    # auto streams at the start (no RAM to spare), then RAM frees up before the resume: the
+    # resumed run must keep streaming, or its epoch order would differ from the uninterrupted.
+    config = tiny_config(data_source="auto", augment="flip", max_steps_per_epoch=3)
+    quiet = lambda *args, **kwargs: None  # noqa: E731
+    monkeypatch.setattr(sources, "available_ram_bytes", lambda: 0)
+    train_and_evaluate(config, tmp_path / "a", registry=tiny_registry, say=quiet)
+    with pytest.raises(Killed):
+        train_and_evaluate(
+            config, tmp_path / "c", registry=tiny_registry, epoch_end_hook=_kill_after_first
+        )
+    monkeypatch.setattr(sources, "available_ram_bytes", lambda: 1 << 40)
+    said = []
+    train_and_evaluate(
+        config, tmp_path / "c", registry=tiny_registry, say=lambda *a, **k: said.append(a[0])
+    )
+    kept = "data source: stream (auto: as when this run started"
+    assert any(line.startswith(kept) for line in said)
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "c")
+
+
+def test_auto_keeps_a_recorded_source_unless_memory_no_longer_fits(tmp_path):
+    path = tmp_path / "tiny.npz"
+    import numpy as np
+
+    np.savez(path, train_images=np.zeros((4, 28, 28), np.uint8))  # 3,136 bytes
+    assert sources.choose("auto", path, available=1 << 30, recorded="stream").source == "stream"
+    assert sources.choose("auto", path, available=1 << 30, recorded="memory").source == "memory"
+    late = sources.choose("auto", path, available=100, recorded="memory")
+    assert late.source == "stream" and "order will differ" in late.reason
+    assert sources.choose("stream", path, available=1 << 30, recorded="memory").source == "stream"
+
+
+def test_every_host_of_a_multi_host_stream_runs_the_whole_epoch(tiny_config, monkeypatch):
+    # 30 train images in 8 shards over 3 hosts: the hosts' shares differ. Each host must
+    # still yield the epoch's global step count, or a host that ran out would leave the
+    # others waiting in a collective forever.
+    import keras
+
+    from tlmed_keras.train import trainer
+
+    config = tiny_config(n={"train": 30, "val": 8, "test": 8}, data_source="stream", batch_size=6)
+    spec = tiny_registry.get_spec(config.model)
+    info = catalog.get_info(config.data, config.size)
+    s = trainer._setup(config, spec, info, devices=1, say=lambda *a, **k: None)
+    shard_set = s.splits["train"][0].shard_set
+    per_host = [sum(shard.count for shard in shard_set.splits["train"][h::3]) for h in range(3)]
+    assert min(per_host) < s.steps * 2 <= max(per_host)
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    try:
+        for host in range(3):
+            monkeypatch.setattr(trainer, "_hosts", lambda host=host: (3, host))
+            batches = list(trainer._train_dataset(config, s, epoch=0).take(s.steps))
+            assert len(batches) == s.steps == 5
+            assert all(len(x) == 6 // 3 for x, _ in batches)  # this host's share of a batch
+    finally:
+        keras.distribution.set_distribution(previous)

@@ -56,8 +56,15 @@ class SourceChoice(NamedTuple):
     reason: str
 
 
-def choose(requested: str, npz_path, available: int | None = None) -> SourceChoice:
+def choose(
+    requested: str, npz_path, available: int | None = None, recorded: str | None = None
+) -> SourceChoice:
     """``(source, reason)``: the source to use and a one-line reason to print.
+
+    ``recorded`` is what ``auto`` picked when the run being resumed started (its config.json):
+    ``auto`` keeps it, because the two sources order an epoch differently and a resumed run
+    must see the batches the uninterrupted one would. The one exception: the splits no longer
+    fit in RAM for ``memory``; then it streams and says the order will differ.
 
     Raises:
         ValueError: ``requested`` is not one of ``DATA_SOURCES``.
@@ -72,7 +79,20 @@ def choose(requested: str, npz_path, available: int | None = None) -> SourceChoi
         )
     available = available_ram_bytes() if available is None else available
     room = f"{available / 2**30:.1f} GiB of RAM available"
-    if size <= MEMORY_SHARE * available:
+    fits = size <= MEMORY_SHARE * available
+    if recorded == "stream" or (recorded == "memory" and fits):
+        return SourceChoice(
+            recorded,
+            f"data source: {recorded} (auto: as when this run started, so the resumed epochs "
+            f"see the same batches; splits {gib}, {room})",
+        )
+    if recorded == "memory":
+        return SourceChoice(
+            "stream",
+            f"data source: stream (auto: this run started in memory, but splits {gib} now "
+            f"exceed {MEMORY_SHARE:.0%} of {room}; the resumed epochs' order will differ)",
+        )
+    if fits:
         return SourceChoice("memory", f"data source: memory (auto: splits {gib} fit in {room})")
     return SourceChoice(
         "stream",
@@ -125,10 +145,12 @@ def load(
     download: bool = False,
     verify: bool = True,
     say=print,
+    recorded: str | None = None,
 ) -> tuple[Mapping, SourceChoice]:
     """Finds and verifies the npz, then returns ``(splits, choice)``: its splits from the
     chosen source, ``arrays.Splits`` (memory) or ``StreamedSplits`` (stream, shards converted
     once), and the ``SourceChoice`` that picked it (``say`` gets its reason too).
+    ``recorded``: the source of the run being resumed (see ``choose``).
 
     Raises:
         ValueError: a bad ``source``; the errors of ``files``, ``npz`` and ``shards``.
@@ -136,7 +158,7 @@ def load(
     from tlmed_keras.data import shards
 
     path = files.find_or_download(info, data_dir or None, download, verify=verify)
-    choice = choose(source, path)
+    choice = choose(source, path, recorded=recorded)
     say(choice.reason)
     if choice.source == "memory":
         return read_splits(path, info), choice

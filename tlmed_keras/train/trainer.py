@@ -67,10 +67,11 @@ def _spec(registry: Any, name: str) -> Any:
         raise ValueError(f"Bad --model={name!r}: {e}") from e
 
 
-def _load_splits(config: Config, say: Callable[..., None] = print):
+def _load_splits(config: Config, say: Callable[..., None] = print, recorded: str | None = None):
     """``(splits, choice)`` from ``--data_source`` (``data.sources``): arrays in memory, or
     labels in memory and images streamed from TFRecord shards converted once beside the npz;
-    ``choice`` says which and why (what ``auto`` picked goes into config.json)."""
+    ``choice`` says which and why (what ``auto`` picked goes into config.json; a resumed run
+    passes it back as ``recorded`` and keeps it)."""
     from tlmed_keras.data import sources
 
     return sources.load(
@@ -80,6 +81,7 @@ def _load_splits(config: Config, say: Callable[..., None] = print):
         download=config.download,
         verify=config.verify_data,
         say=say,
+        recorded=recorded,
     )
 
 
@@ -139,8 +141,15 @@ def _prepare(config: Config, registry: Any) -> tuple[Any, catalog.DatasetInfo]:
     return spec, info
 
 
-def _setup(config: Config, spec: Any, info: catalog.DatasetInfo, devices: int, say=print) -> _Setup:
-    splits, source = _load_splits(config, say)
+def _setup(
+    config: Config,
+    spec: Any,
+    info: catalog.DatasetInfo,
+    devices: int,
+    say=print,
+    recorded_source: str | None = None,
+) -> _Setup:
+    splits, source = _load_splits(config, say, recorded_source)
     cfg.check_split_sizes(config, splits.sizes())
     preprocess = Preprocess(
         config.image_size or spec.input_size, spec.normalization, config.interpolation
@@ -197,9 +206,14 @@ def _train_dataset(config: Config, s: _Setup, epoch: int):
     if hosts > 1:
         options = dataclasses.replace(options, batch_size=config.batch_size // hosts)
         keras.distribution.distribution().auto_shard_dataset = False
-    return pipeline.make_stream_dataset(
+    dataset = pipeline.make_stream_dataset(
         images.shard_set, "train", options=options, num_hosts=hosts, host_index=host
     )
+    # Hosts' shares differ by up to a shard, but every host must run all ``s.steps`` steps
+    # (each is a collective): a host whose share ends first would stop its epoch early and
+    # leave the others waiting forever. Repeating its epoch (same seed, same order) lets
+    # ``steps_per_epoch`` end every host's epoch at the same step.
+    return dataset.repeat() if hosts > 1 else dataset
 
 
 def predict_logits(model, images, labels, s: _Setup) -> np.ndarray:
@@ -662,7 +676,7 @@ def _train_locked(job: _Job, spec: Any, info: catalog.DatasetInfo, replacing: st
         _dtype_policy(config.mixed_precision),
         _naming_bad_shard(),
     ):
-        s = _setup(config, spec, info, devices, say)
+        s = _setup(config, spec, info, devices, say, _recorded_source(run, replacing))
         resolved = _resolved(s)
         state = None if replacing else run.resume_state(say)
         # Nothing is written before the model is built and its weights loaded: a bad
@@ -701,6 +715,13 @@ def _train_locked(job: _Job, spec: Any, info: catalog.DatasetInfo, replacing: st
     for line in banner.next_steps(workdir):
         say(line)
     return metrics
+
+
+def _recorded_source(run: rundir.RunDir, replacing: str | None) -> str | None:
+    """The data source the run in ``run`` started with (config.json), unless it is replaced."""
+    if replacing or not run.has_config():
+        return None
+    return run.read_config().get("data_source")
 
 
 def _start_ema(config: Config, s: _Setup, model) -> ema.WeightEMA | None:
