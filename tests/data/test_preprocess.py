@@ -76,3 +76,36 @@ def test_bad_arguments():
         Preprocess(32, "imagenet")
     with pytest.raises(ValueError, match="1 or 3 channels"):
         Preprocess(32)(np.zeros((1, 8, 8, 2), np.uint8))
+
+
+def _graph_ops(layer, shape) -> set[str]:
+    """The op types of ``layer``'s graph for uint8 ``shape``, "Cast<-uint8" for a cast of it."""
+    run = tf.function(layer, input_signature=[tf.TensorSpec(shape, tf.uint8)])
+    ops = run.get_concrete_function().graph.get_operations()
+    casts = {"Cast<-uint8" for op in ops if op.type == "Cast" and op.get_attr("SrcT") == tf.uint8}
+    return {op.type for op in ops} | casts
+
+
+@pytest.mark.parametrize("normalization", sorted(NORMALIZATIONS))
+@pytest.mark.parametrize("shape", [[None, 40, 40, 3], [None, 40, 40], [None, 28, 28, 3]])
+def test_one_pass_conversion_exactly_where_it_applies(normalization, shape):
+    # uint8 at the output size, one scale and offset for all channels: TF's one-pass
+    # Dequantize (the streamed 224 px pipeline's main cost otherwise: cast, multiply,
+    # subtract); per-channel constants or a resize keep the general path.
+    norm = NORMALIZATIONS[normalization]
+    uniform = len(set(norm.std)) == 1 and len(set(norm.mean)) == 1
+    ops = _graph_ops(Preprocess(40, normalization), shape)
+    assert ("Dequantize" in ops) == (uniform and shape[1] == 40)
+    assert ("Cast<-uint8" in ops) == (not uniform or shape[1] != 40)
+
+
+def test_flip_of_the_uint8_batch_equals_flip_of_its_floats():
+    # The pipeline flips uint8 batches (so Preprocess keeps its one-pass conversion): the
+    # same draws and pixels as flipping the float batch, bit for bit.
+    from tlmed_keras.data import augment
+
+    images = _images(3, count=16, size=12)
+    seed = tf.constant([3, 7], tf.int64)
+    flipped = augment.flip(tf.constant(images), seed).numpy()
+    assert flipped.dtype == np.uint8 and not np.array_equal(flipped, images)
+    np.testing.assert_array_equal(flipped, augment.flip(tf.cast(images, tf.float32), seed).numpy())

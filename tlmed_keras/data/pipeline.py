@@ -134,7 +134,10 @@ def _finish(batches: tf.data.Dataset, options: PipelineOptions) -> tf.data.Datas
         images, labels = batch
         x = images
         if augmenter is not None:
-            x = tf.cast(x, tf.float32)
+            # A flip only moves pixels, so it runs on the uint8 batch (the same output, bit
+            # for bit) and leaves Preprocess its one-pass conversion; the others need floats.
+            if augmenter is not augmentation.flip:
+                x = tf.cast(x, tf.float32)
             if x.shape.rank == 3:  # grayscale without a channel axis; the ops need one
                 x = x[..., None]
             x = augmenter(x, tf.stack([tf.constant(seed, tf.int64), step]))
