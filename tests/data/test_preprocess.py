@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tlmed_keras.data import preprocess
 from tlmed_keras.data.preprocess import NORMALIZATIONS, Preprocess
 
 
@@ -97,6 +98,19 @@ def test_one_pass_conversion_exactly_where_it_applies(normalization, shape):
     ops = _graph_ops(Preprocess(40, normalization), shape)
     assert ("Dequantize" in ops) == (uniform and shape[1] == 40)
     assert ("Cast<-uint8" in ops) == (not uniform or shape[1] != 40)
+    # The rest is a per-channel map: oneDNN's 1x1 depthwise conv + bias on x86 (one kernel).
+    assert ("DepthwiseConv2dNative" in ops) == (
+        preprocess._onednn_enabled() and "Cast<-uint8" in ops
+    )
+
+
+def test_without_onednn_the_per_channel_map_stays_a_broadcast(monkeypatch):
+    monkeypatch.setattr(preprocess, "_onednn_enabled", lambda: False)
+    ops = _graph_ops(Preprocess(40, "torch"), [None, 40, 40, 3])
+    assert "DepthwiseConv2dNative" not in ops and {"Mul", "Sub"} <= ops
+    images = _images(3, size=40)
+    (out,) = tf.data.Dataset.from_tensors(images).map(Preprocess(40, "torch")).as_numpy_iterator()
+    np.testing.assert_allclose(out, reference(images, 40, "torch", "bilinear"), atol=1e-5 * 3)
 
 
 def test_flip_of_the_uint8_batch_equals_flip_of_its_floats():
