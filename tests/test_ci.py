@@ -14,7 +14,7 @@ def test_the_test_command_runs_ruff_check_and_format_check_before_pytest():
     assert runs == [
         "uv run --frozen ruff check .",
         "uv run --frozen ruff format --check .",
-        'exec uv run --frozen pytest "$@"',
+        'exec uv run --frozen pytest -n "${TLMED_TEST_WORKERS:-2}" --dist loadfile "$@"',
     ]
     assert "set -euo pipefail" in script  # a ruff finding stops the run before pytest
 
