@@ -60,9 +60,12 @@ flags.mark_flag_as_required("target")
 
 def main(argv: list[str]) -> None:
     del argv
+    target = TARGETS[_TARGET.value]
+    if hasattr(target, "check_flags"):
+        target.check_flags()  # bad flags fail at once, before the backend's heavy imports
     backend = runtime.setup(flags.FLAGS.backend)
     print(f"target={_TARGET.value} backend={backend} start={time.strftime('%Y-%m-%d %H:%M:%S')}")
-    name, value = TARGETS[_TARGET.value].run()
+    name, value = target.run()
     print(f"{name}={value:.1f}")
 
 

@@ -212,11 +212,17 @@ def benchmark(
     return result
 
 
+def check_flags() -> None:
+    """Exits with a one-line error when this target's flags cannot work (before any import of
+    a backend: ``bench`` calls it first)."""
+    if not flags.FLAGS.model:
+        sys.exit("tlmed_keras.bench: error: --target=train needs --model=NAME.")
+
+
 def run() -> tuple[str, float]:
     """``python -m tlmed_keras.bench --target=train``: the pipeline-fed training rate."""
     f = flags.FLAGS
-    if not f.model:
-        sys.exit("tlmed_keras.bench: error: --target=train needs --model=NAME.")
+    check_flags()
     try:
         result = benchmark(
             f.model,
