@@ -123,3 +123,14 @@ def test_flip_of_the_uint8_batch_equals_flip_of_its_floats():
     flipped = augment.flip(tf.constant(images), seed).numpy()
     assert flipped.dtype == np.uint8 and not np.array_equal(flipped, images)
     np.testing.assert_array_equal(flipped, augment.flip(tf.cast(images, tf.float32), seed).numpy())
+
+
+def test_one_pass_conversion_keeps_a_bgr_order():
+    # A custom one-scale normalisation that wants BGR: the one-pass path reverses the
+    # channels exactly as the general path does.
+    spec = preprocess.Normalization(scale=1 / 255, bgr=True)
+    layer = Preprocess(40, spec)
+    assert "Dequantize" in _graph_ops(layer, [None, 40, 40, 3])
+    images = _images(3, size=40)
+    (out,) = tf.data.Dataset.from_tensors(images).map(layer).as_numpy_iterator()
+    np.testing.assert_allclose(out, images[..., ::-1] / 255, atol=1e-6)
