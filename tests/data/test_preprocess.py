@@ -134,3 +134,49 @@ def test_one_pass_conversion_keeps_a_bgr_order():
     images = _images(3, size=40)
     (out,) = tf.data.Dataset.from_tensors(images).map(layer).as_numpy_iterator()
     np.testing.assert_allclose(out, images[..., ::-1] / 255, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("normalization", sorted(NORMALIZATIONS))
+@pytest.mark.parametrize("source", [28, 40])  # resized (the layer's path), at size (fused)
+def test_pipeline_call_matches_reference(channels, normalization, source):
+    # map_batch, the tf.data pipeline's call, may take one XLA-compiled pass: same values as
+    # the textbook order within float rounding, for every normalisation and channel count.
+    images = _images(channels, size=source)
+    layer = Preprocess(40, normalization)
+    (out,) = tf.data.Dataset.from_tensors(images).map(layer.map_batch).as_numpy_iterator()
+    expected = reference(images, 40, normalization, "bilinear")
+    assert out.shape == (3, 40, 40, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, atol=1e-6 * np.abs(expected).max())
+
+
+def _xla_calls(fn, shape) -> int:
+    """How many XLA-compiled function calls the graph of ``fn`` for uint8 ``shape`` makes."""
+    run = tf.function(fn, input_signature=[tf.TensorSpec(shape, tf.uint8)])
+    ops = run.get_concrete_function().graph.get_operations()
+    compiled = [op for op in ops if "_XlaMustCompile" in op.node_def.attr]
+    return sum(op.get_attr("_XlaMustCompile") for op in compiled)
+
+
+def test_pipeline_call_fuses_exactly_uint8_batches_at_size(monkeypatch):
+    layer = Preprocess(40, "torch")
+    assert preprocess.xla_available()  # TensorFlow's Linux / x86 wheels have XLA's CPU JIT
+    assert _xla_calls(layer.map_batch, [None, 40, 40, 3]) == 1
+    assert _xla_calls(layer.map_batch, [None, 40, 40]) == 1  # grey, tripled in the kernel
+    assert _xla_calls(layer.map_batch, [None, 28, 28, 3]) == 0  # a resize: the layer's ops
+    assert _xla_calls(layer, [None, 40, 40, 3]) == 0  # serving: no XLA needed
+    # Without XLA the pipeline call is the layer's own.
+    monkeypatch.setattr(preprocess, "xla_available", lambda: False)
+    assert _xla_calls(layer.map_batch, [None, 40, 40, 3]) == 0
+    images = _images(3, size=40)
+    (out,) = tf.data.Dataset.from_tensors(images).map(layer.map_batch).as_numpy_iterator()
+    (own,) = tf.data.Dataset.from_tensors(images).map(layer).as_numpy_iterator()
+    np.testing.assert_array_equal(out, own)
+
+
+def test_pipeline_call_keeps_a_bgr_order():
+    spec = preprocess.Normalization(scale=1 / 255, mean=(0.1, 0.2, 0.3), bgr=True)
+    images = _images(3, size=40)
+    dataset = tf.data.Dataset.from_tensors(images).map(Preprocess(40, spec).map_batch)
+    (out,) = dataset.as_numpy_iterator()
+    np.testing.assert_allclose(out, images[..., ::-1] / 255 - [0.1, 0.2, 0.3], atol=1e-6)

@@ -141,7 +141,7 @@ def _finish(batches: tf.data.Dataset, options: PipelineOptions) -> tf.data.Datas
             if x.shape.rank == 3:  # grayscale without a channel axis; the ops need one
                 x = x[..., None]
             x = augmenter(x, tf.stack([tf.constant(seed, tf.int64), step]))
-        return preprocess(x), labels
+        return preprocess.map_batch(x), labels
 
     return batches.enumerate().map(transform, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
