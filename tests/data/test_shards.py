@@ -1,4 +1,4 @@
-"""Streamed mode: the npz converted once into TFRecord shards, read back through tf.data."""
+"""Streamed mode: the npz converted once into raw image shards, read back through tf.data."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def test_interrupted_conversion_is_never_used_and_is_redone(blood, monkeypatch):
     # A kill -9 leaves its temp folder behind: the next conversion removes it.
     leftover = path.parent / f".{shards.shard_folder(path).name}.tmp-999999999-abc"
     (leftover).mkdir()
-    (leftover / "train-00000-of-00009.tfrecord").write_bytes(b"half")
+    (leftover / "train-00000-of-00009.u8").write_bytes(b"half")
     monkeypatch.setattr(shards, "_write_split", real)
     shard_set = _prepare(blood)
     assert not leftover.exists()
@@ -137,26 +137,69 @@ def test_interrupted_conversion_is_never_used_and_is_redone(blood, monkeypatch):
     assert _prepare(blood).count("val") == SIZES["val"]
 
 
+def _flip_a_byte(path) -> bytes:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only its checksum finds it
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
 def test_damaged_shard_is_an_error_naming_the_file(blood):
     shard_set = _prepare(blood)
     victim = shard_set.folder / shard_set.splits["train"][2].file
-    data = bytearray(victim.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # same size: only reading finds it
-    victim.write_bytes(bytes(data))
+    data = _flip_a_byte(victim)
+    # Written since it was verified: re-hashed when the shards are next opened.
+    with pytest.raises(shards.CorruptShardError, match=f"Shard {victim} is damaged: its SHA-1"):
+        _prepare(blood)
+    with pytest.raises(shards.CorruptShardError, match=str(victim)):
+        shard_set.verify()
+    victim.write_bytes(data[:-10])  # truncated: found by its size
+    with pytest.raises(shards.CorruptShardError, match=f"{victim}.*Delete"):
+        _prepare(blood)
+
+
+def test_damaged_labels_file_is_an_error_naming_it(blood):
+    shard_set = _prepare(blood)
+    victim = shard_set.folder / shard_set.labels["val"].file
+    _flip_a_byte(victim)
+    with pytest.raises(shards.CorruptShardError, match=f"Shard {victim} is damaged"):
+        _prepare(blood)
+
+
+def test_unchanged_shards_are_not_hashed_again(blood, monkeypatch):
+    _prepare(blood)
+    hashed = []
+    monkeypatch.setattr(shards, "_sha1", lambda path: hashed.append(path) or "")
+    assert _prepare(blood).count("train") == SIZES["train"]
+    assert hashed == []  # sizes and times as verified: no file read
+
+
+def test_shard_gone_while_streaming_is_an_error_naming_it(blood):
+    shard_set = _prepare(blood)
+    victim = shard_set.folder / shard_set.splits["train"][3].file
+    victim.unlink()
     with (
-        pytest.raises(shards.CorruptShardError, match=str(victim)),
+        pytest.raises(shards.CorruptShardError, match=f"Shard {victim} is missing"),
         shards.naming_bad_shard(shard_set),
     ):
         for _ in _stream(shard_set):
             pass
-    # Only the shard sets of this block are checked: a damaged one opened before is not blamed.
+    # Only the shard sets of this block are checked: TensorFlow's own error otherwise.
     with pytest.raises(Exception) as raised, shards.naming_bad_shard():
         for _ in _stream(shard_set):
             pass
     assert not isinstance(raised.value, shards.CorruptShardError)
-    victim.write_bytes(bytes(data[:-10]))  # truncated: found when the shards are opened
-    with pytest.raises(shards.CorruptShardError, match=f"{victim}.*Delete"):
-        _prepare(blood)
+
+
+def test_shards_of_the_earlier_tfrecord_format_are_converted_anew(blood):
+    first = _prepare(blood)
+    manifest = first.folder / shards.MANIFEST
+    text = manifest.read_text()
+    assert '"format": 2' in text
+    manifest.write_text(text.replace('"format": 2', '"format": 1'))
+    again = _prepare(blood)
+    assert json.loads((again.folder / shards.MANIFEST).read_text())["format"] == shards.FORMAT
+    assert _keys(*_raw(_stream(again))) == _keys(*_raw(_stream(first)))
 
 
 def test_auto_source_says_which_and_why(blood):

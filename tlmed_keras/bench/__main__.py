@@ -48,7 +48,7 @@ flags.DEFINE_enum(
     "data_source",
     "memory",
     ["auto", "memory", "stream"],
-    "Images from memory (arrays) or streamed from TFRecord shards (as train's --data_source).",
+    "Images from memory (arrays) or streamed from image shards (as train's --data_source).",
 )
 flags.DEFINE_list(
     "num_images",

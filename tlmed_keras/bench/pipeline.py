@@ -6,7 +6,7 @@ Preprocess to ``--image_size`` x 3 float32, optional augmentation, prefetch) and
 every batch to numpy, touching it, so nothing is left lazily unevaluated. ``--source=arrays``
 (default) holds the images in memory (``make_dataset``); ``--source=tfds`` prepares a TFDS
 copy first (untimed) and streams it from disk (``make_dataset_from_tfds``);
-``--data_source=stream`` converts the npz into the trainer's TFRecord shards first (untimed)
+``--data_source=stream`` converts the npz into the trainer's image shards first (untimed)
 and streams them (``make_stream_dataset``), as ``train --data_source=stream`` does.
 """
 
@@ -108,7 +108,7 @@ def _tfds_dataset(preprocess, augment: str | None, scratch: str):
 
 
 def _stream_dataset(preprocess, augment: str | None, scratch: str):
-    """The streamed pipeline (``--data_source=stream``): the npz is converted into TFRecord
+    """The streamed pipeline (``--data_source=stream``): the npz is converted into image
     shards first (untimed), as the trainer does once per file."""
     from tlmed_keras.data import catalog, files, shards
     from tlmed_keras.data.pipeline import make_stream_dataset

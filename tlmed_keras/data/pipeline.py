@@ -3,7 +3,7 @@
 Three sources share one ``PipelineOptions`` (batch size, ``Preprocess``, training or not,
 seed, augmentation) and one tail (``_finish``): in-memory arrays (``make_dataset``, fed by row
 index straight from numpy: no copy of the split into TensorFlow, however many epochs), the
-trainer's TFRecord shards streamed from disk (``make_stream_dataset``, see ``shards``; for
+trainer's raw image shards streamed from disk (``make_stream_dataset``, see ``shards``; for
 the 224 px sets) and a prepared TFDS dataset (``make_dataset_from_tfds``). The tail batches
 first, then maps augmentation and the ``Preprocess`` layer over whole batches (one
 vectorised op per batch instead of per image), in parallel, and prefetches.
@@ -31,14 +31,9 @@ AUGMENTATIONS = augmentation.AUGMENTATIONS
 SHUFFLE_BUFFER_BYTES = 256 << 20  # TFDS source: memory the shuffle buffer may hold
 MAX_SHUFFLE_BUFFER = 10_000
 STREAM_CYCLE = 8  # shards read at once when streaming: parallel reads, mixed order
-# Shards are local files of ~150 KB records (224 px RGB): reading each record straight into
-# its string, instead of through TF's 256 KB read buffer and a copy, gave the streamed
-# pipeline 13 % more images per CPU-second (issue 15, experiments/memory/README.md).
-STREAM_READ_BUFFER = 0
-
-
-def _read_shard(path: tf.Tensor) -> tf.data.Dataset:
-    return tf.data.TFRecordDataset(path, buffer_size=STREAM_READ_BUFFER)
+# Raw shards of ~150 KB records (224 px RGB) read through a 256 KB buffer: 1.13x the images
+# per CPU-second of unbuffered reads (issue 15, experiments/memory/README.md).
+STREAM_READ_BUFFER = 256 << 10
 
 
 def task_labels(labels: np.ndarray, info: DatasetInfo) -> np.ndarray:
@@ -257,28 +252,38 @@ def make_dataset_from_tfds(
     return _finish(batches, options)
 
 
-def _parse_batch(info: DatasetInfo):
-    """Serialized shard records ``[B]`` -> ``(images uint8 [B, *image_shape], labels)``."""
-    width = info.num_classes if info.is_multilabel else 1
-    features = {
-        "image": tf.io.FixedLenFeature([], tf.string),
-        "label": tf.io.FixedLenFeature([width], tf.int64),
-    }
+def _shard_reader(shard_set, split: str):
+    """``shard index -> (image bytes, row in the split)`` records of that shard."""
+    info = shard_set.info
+    paths = tf.constant(shard_set.paths(split))
+    starts = tf.constant(shard_set.starts(split), tf.int64)
+    counts = tf.constant([shard.count for shard in shard_set.splits[split]], tf.int64)
+    image_bytes = math.prod(info.image_shape)
 
-    def parse(records):
-        parsed = tf.io.parse_example(records, features)
-        images = tf.io.decode_raw(parsed["image"], tf.uint8)
-        images = tf.reshape(images, [-1, *info.image_shape])
-        labels = parsed["label"] if info.is_multilabel else parsed["label"][:, 0]
-        return images, _batch_task_labels(labels, info)
+    def read(shard):
+        images = tf.data.FixedLengthRecordDataset(
+            paths[shard], image_bytes, buffer_size=STREAM_READ_BUFFER
+        )
+        rows = tf.data.Dataset.range(starts[shard], starts[shard] + counts[shard])
+        return tf.data.Dataset.zip(images, rows)
 
-    return parse
+    return read
 
 
-def _shard_order(paths: list[str], seed: int) -> list[str]:
+def _decode_batch(info: DatasetInfo, labels: tf.Tensor):
+    """Records ``([B] image bytes, [B] rows)`` -> ``(images uint8 [B, *image_shape], labels)``."""
+
+    def decode(records, rows):
+        images = tf.reshape(tf.io.decode_raw(records, tf.uint8), [-1, *info.image_shape])
+        return images, tf.gather(labels, rows)
+
+    return decode
+
+
+def _shard_order(shards: list[int], seed: int) -> list[int]:
     """The epoch's seeded shard order (numpy: the same on every machine and run)."""
-    order = np.random.default_rng(seed).permutation(len(paths))
-    return [paths[i] for i in order]
+    order = np.random.default_rng(seed).permutation(len(shards))
+    return [shards[i] for i in order]
 
 
 def make_stream_dataset(
@@ -291,7 +296,7 @@ def make_stream_dataset(
     host_index: int = 0,
     pad_to: int = 0,
 ) -> tf.data.Dataset:
-    """A dataset of one split streamed from its TFRecord shards (``shards.prepare_shards``).
+    """A dataset of one split streamed from its image shards (``shards.prepare_shards``).
 
     Training: the shard order is shuffled with the seed (one seed per epoch, as the trainer
     passes it), shards are read in parallel and interleaved deterministically, and a
@@ -314,12 +319,14 @@ def make_stream_dataset(
     """
     _check_split(split)
     info = shard_set.info
-    paths = shard_set.host_paths(split, num_hosts, host_index)
+    read = _shard_reader(shard_set, split)
+    labels = tf.constant(task_labels(shard_set.read_labels(split), info))  # small: [N] or [N, L]
+    indices = shard_set.host_shards(split, num_hosts, host_index)
     if options.training:
-        paths = _shard_order(paths, options.seed)
-        records = tf.data.Dataset.from_tensor_slices(paths).interleave(
-            _read_shard,
-            cycle_length=min(len(paths), STREAM_CYCLE),
+        records = tf.data.Dataset.from_tensor_slices(_shard_order(indices, options.seed))
+        records = records.interleave(
+            read,
+            cycle_length=min(len(indices), STREAM_CYCLE),
             num_parallel_calls=AUTOTUNE,
             deterministic=True,
         )
@@ -327,11 +334,11 @@ def make_stream_dataset(
         records = records.shuffle(buffer, seed=options.seed, reshuffle_each_iteration=False)
     else:
         # One after another: the stored order.
-        records = tf.data.TFRecordDataset(paths, buffer_size=STREAM_READ_BUFFER)
+        records = tf.data.Dataset.from_tensor_slices(indices).flat_map(read)
     padding = pad_to - shard_set.count(split)
     if padding > 0:
         records = records.concatenate(records.take(1).repeat(padding))
     batches = records.batch(options.batch_size, drop_remainder=options.drop_remainder).map(
-        _parse_batch(info), num_parallel_calls=AUTOTUNE
+        _decode_batch(info, labels), num_parallel_calls=AUTOTUNE
     )
     return _finish(batches, options)

@@ -1,7 +1,7 @@
-"""A verified npz converted once into TFRecord shards for tf.data (``--data_source=stream``).
+"""A verified npz converted once into raw image shards for tf.data (``--data_source=stream``).
 
     shard_set = prepare_shards(npz_path, info)      # converts once, then reuses
-    records = shard_set.records("train", shuffle_seed=7)
+    dataset = pipeline.make_stream_dataset(shard_set, "train", options=...)
 
 The shards live beside the npz, in ``<file stem>.shards/`` (e.g. ``pathmnist_224.shards/``),
 or, when that folder cannot be written, in ``$TLMED_CACHE`` / ~/.cache/tlmed_keras/shards.
@@ -13,8 +13,16 @@ interrupted conversion is never used: the next run finds no manifest, removes th
 and converts again. ``manifest.json`` records the source file's MD5 (a changed npz means a
 new conversion) and, per split, each shard's file name, record count, size and SHA-1.
 
-Records are ``tf.train.Example`` with ``image`` (the raw uint8 bytes), ``label`` (int64
-``[L]``, the stored label row) and ``index`` (the row in the npz).
+A shard is its images' raw uint8 bytes back to back, in npz row order (fixed-length records:
+``tf.data.FixedLengthRecordDataset``); a split's labels are one ``<split>-labels.npy`` (read
+without pickle). Format 1 was TFRecord ``tf.train.Example`` records: protobuf parsing and a
+per-record CRC32C (software in TF's build here) cost 1.45x the CPU of the raw read
+(experiments/memory/README.md); format-1 folders are converted anew.
+
+Integrity without per-record checksums: every open checks each file's size against the
+manifest, and re-hashes (SHA-1) every file whose size, mtime or ctime differs from when it was
+last verified (``verified.json``, written at conversion): a shard written to, truncated,
+copied or replaced since is checked in full before it is read. ``ShardSet.verify`` hashes all.
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ from tlmed_keras.data.catalog import SPLITS, DatasetInfo
 from tlmed_keras.data.errors import MedMNISTFileError
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+VERIFIED = "verified.json"  # per file: (size, mtime_ns, ctime_ns) when its SHA-1 last matched
+FORMAT = 2
 SHARD_BYTES = 128 << 20  # image bytes per shard: few open files, enough shards to interleave
 MIN_SHARDS = 8  # per split (when it has that many images): parallel reads, shard-order shuffle
 ROWS_PER_CHUNK = 256
@@ -62,6 +71,7 @@ class ShardSet:
     folder: pathlib.Path
     info: DatasetInfo
     splits: dict[str, list[Shard]]
+    labels: dict[str, Shard]  # per split, its ``<split>-labels.npy``
 
     def count(self, split: str) -> int:
         """Images in ``split``."""
@@ -70,8 +80,22 @@ class ShardSet:
     def paths(self, split: str) -> list[str]:
         return [str(self.folder / shard.file) for shard in self.splits[split]]
 
+    def starts(self, split: str) -> list[int]:
+        """Row (in the split) of each shard's first image."""
+        counts = [shard.count for shard in self.splits[split]]
+        return [int(x) for x in np.cumsum([0, *counts[:-1]])]
+
+    def read_labels(self, split: str) -> np.ndarray:
+        """The split's labels as stored in the npz (``[N, L]``), from its checked file."""
+        return np.load(self.folder / self.labels[split].file, allow_pickle=False)
+
     def host_paths(self, split: str, num_hosts: int = 1, host_index: int = 0) -> list[str]:
-        """The shard files host ``host_index`` of ``num_hosts`` reads (every num_hosts-th).
+        """The shard files host ``host_index`` of ``num_hosts`` reads (every num_hosts-th)."""
+        paths = self.paths(split)
+        return [paths[i] for i in self.host_shards(split, num_hosts, host_index)]
+
+    def host_shards(self, split: str, num_hosts: int = 1, host_index: int = 0) -> list[int]:
+        """Indices of the shards host ``host_index`` of ``num_hosts`` reads (every num_hosts-th).
 
         Raises:
             ValueError: a bad host index, or fewer shards than hosts.
@@ -85,17 +109,20 @@ class ShardSet:
                 "every host needs at least one. Delete the folder and convert again with "
                 "smaller shards (prepare_shards(shard_bytes=...))."
             )
-        return paths[host_index::num_hosts]
+        return list(range(len(paths)))[host_index::num_hosts]
+
+    def files(self) -> list[Shard]:
+        """Every file of the set: each split's shards and labels."""
+        return [x for split in self.splits for x in (*self.splits[split], self.labels[split])]
 
     def verify(self) -> None:
-        """Checks every shard's size and SHA-1 against the manifest (reads every byte).
+        """Checks every file's size and SHA-1 against the manifest (reads every byte).
 
         Raises:
-            CorruptShardError: naming the first damaged or missing shard.
+            CorruptShardError: naming the first damaged or missing file.
         """
-        for split in self.splits:
-            for shard in self.splits[split]:
-                _check_shard(self.folder, shard, full=True)
+        for shard in self.files():
+            _check_shard(self.folder, shard, full=True)
 
 
 def shard_folder(npz_path: os.PathLike | str) -> pathlib.Path:
@@ -142,64 +169,74 @@ def _read_manifest(folder: pathlib.Path, info: DatasetInfo, source_md5: str) -> 
     if manifest.get("format") != FORMAT or manifest.get("source", {}).get("md5") != source_md5:
         return None
     splits = {split: [Shard(**shard) for shard in manifest["splits"][split]] for split in SPLITS}
-    shard_set = ShardSet(folder, info, splits)
-    for split in SPLITS:  # cheap: sizes only; read_error_hint checks the bytes
-        for shard in splits[split]:
-            _check_shard(folder, shard, full=False)
+    labels = {split: Shard(**manifest["labels"][split]) for split in SPLITS}
+    shard_set = ShardSet(folder, info, splits, labels)
+    _check_changed_files(shard_set)
     return shard_set
+
+
+def _stat_stamp(path: pathlib.Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def _check_changed_files(shard_set: ShardSet) -> None:
+    """Sizes of all files (cheap), then the SHA-1 of each file changed since it last matched
+    (any write, truncation or copy moves its mtime or ctime); records the new matches.
+
+    Raises:
+        CorruptShardError: naming the first missing or damaged file.
+    """
+    folder = shard_set.folder
+    try:
+        verified = json.loads((folder / VERIFIED).read_text())
+    except (OSError, ValueError):
+        verified = {}
+    for shard in shard_set.files():
+        _check_shard(folder, shard, full=False)
+    changed = [x for x in shard_set.files() if verified.get(x.file) != _stat_stamp(folder / x.file)]
+    for shard in changed:
+        _check_shard(folder, shard, full=True)
+    if changed or not verified:
+        _write_verified(shard_set)
+
+
+def _write_verified(shard_set: ShardSet) -> None:
+    stamps = {x.file: _stat_stamp(shard_set.folder / x.file) for x in shard_set.files()}
+    with contextlib.suppress(OSError):  # a read-only copy is then re-hashed at every open
+        (shard_set.folder / VERIFIED).write_text(json.dumps(stamps))
 
 
 def _num_shards(count: int, row_bytes: int, shard_bytes: int) -> int:
     return max(math.ceil(count * row_bytes / shard_bytes), min(MIN_SHARDS, count), 1)
 
 
-def _example(image: np.ndarray, label: np.ndarray, index: int) -> bytes:
-    import tensorflow as tf
-
-    feature = tf.train.Feature
-    return tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                "image": feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-                "label": feature(int64_list=tf.train.Int64List(value=label.tolist())),
-                "index": feature(int64_list=tf.train.Int64List(value=[index])),
-            }
-        )
-    ).SerializeToString()
-
-
 def _write_split(npz_path, split: str, info, temp: pathlib.Path, shard_bytes: int, bar):
-    """Writes ``split``'s shards into ``temp``; returns their manifest entries."""
-    import tensorflow as tf
-
+    """Writes ``split``'s shards and labels into ``temp``; returns (shards, labels) entries."""
     labels = npz.read_array(npz_path, f"{split}_labels")
     npz.validate_labels(labels, info, f"{npz_path}:{split}_labels")
     count = len(labels)
     total = _num_shards(count, math.prod(info.image_shape), shard_bytes)
     bounds = [round(i * count / total) for i in range(total + 1)]
-    shards, writer, current, index = [], None, -1, 0
-    try:
+    names = [f"{split}-{i:05d}-of-{total:05d}.u8" for i in range(total)]
+    with contextlib.ExitStack() as stack:
+        outputs = [stack.enter_context(open(temp / name, "wb")) for name in names]
+        index = 0
         for chunk in npz.iter_rows(npz_path, f"{split}_images", ROWS_PER_CHUNK):
-            for image in chunk:
-                while index >= bounds[current + 1]:  # next shard
-                    if writer is not None:
-                        writer.close()
-                    current += 1
-                    name = f"{split}-{current:05d}-of-{total:05d}.tfrecord"
-                    shards.append(name)
-                    writer = tf.io.TFRecordWriter(str(temp / name))
-                writer.write(_example(image, labels[index], index))
-                index += 1
+            for i in range(index, index + len(chunk)):
+                shard = np.searchsorted(bounds, i, side="right") - 1
+                outputs[shard].write(chunk[i - index].tobytes())
+            index += len(chunk)
             bar.update(len(chunk))
-    finally:
-        if writer is not None:
-            writer.close()
-    entries = []
-    for name in shards:
-        path = temp / name
-        rows = bounds[shards.index(name) + 1] - bounds[shards.index(name)]
-        entries.append(Shard(name, rows, path.stat().st_size, _sha1(path)))
-    return entries
+    labels_name = f"{split}-labels.npy"
+    np.save(temp / labels_name, labels, allow_pickle=False)
+    entries = [_entry(temp, name, bounds[i + 1] - bounds[i]) for i, name in enumerate(names)]
+    return entries, _entry(temp, labels_name, count)
+
+
+def _entry(folder: pathlib.Path, name: str, count: int) -> Shard:
+    path = folder / name
+    return Shard(name, count, path.stat().st_size, _sha1(path))
 
 
 def _remove_leftovers(parent: pathlib.Path, prefix: str) -> None:
@@ -230,18 +267,21 @@ def _convert(npz_path, info, folder: pathlib.Path, source_md5: str, shard_bytes,
     temp = pathlib.Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{prefix}{os.getpid()}-"))
     headers = npz.read_headers(npz_path)
     total = sum(headers[f"{split}_images"].shape[0] for split in SPLITS)
-    say(f"Converting {npz_path} into TFRecord shards in {folder} (once; later runs reuse them).")
+    say(f"Converting {npz_path} into image shards in {folder} (once; later runs reuse them).")
     try:
         with tqdm(total=total, unit="img", desc=f"shards {info.name}_{info.size}") as bar:
-            splits = {
+            written = {
                 split: _write_split(npz_path, split, info, temp, shard_bytes, bar)
                 for split in SPLITS
             }
+        splits = {split: entries for split, (entries, _) in written.items()}
+        labels = {split: entry for split, (_, entry) in written.items()}
         manifest = {
             "format": FORMAT,
             "source": {"file": pathlib.Path(npz_path).name, "md5": source_md5},
             "dataset": {"name": info.name, "size": info.size},
             "splits": {s: [dataclasses.asdict(x) for x in shards] for s, shards in splits.items()},
+            "labels": {s: dataclasses.asdict(x) for s, x in labels.items()},
         }
         (temp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if folder.exists():  # stale or from another source: replaced only now, whole
@@ -250,7 +290,9 @@ def _convert(npz_path, info, folder: pathlib.Path, source_md5: str, shard_bytes,
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    return ShardSet(folder, info, splits)
+    shard_set = ShardSet(folder, info, splits, labels)
+    _write_verified(shard_set)  # hashed just now, while written
+    return shard_set
 
 
 def prepare_shards(
@@ -261,7 +303,7 @@ def prepare_shards(
     shard_bytes: int = SHARD_BYTES,
     say=print,
 ) -> ShardSet:
-    """The TFRecord shards of the (already verified) npz, converted first when needed.
+    """The image shards of the (already verified) npz, converted first when needed.
 
     Args:
         npz_path: the MedMNIST npz (checked by ``files``/``npz`` beforehand).
@@ -272,7 +314,8 @@ def prepare_shards(
         say: where the one-line conversion notice goes.
 
     Raises:
-        CorruptShardError: a shard of a finished conversion has the wrong size or is gone.
+        CorruptShardError: a file of a finished conversion is gone, has the wrong size, or
+            was changed since it was last verified and its SHA-1 no longer matches.
         The errors of ``npz`` for a bad file.
     """
     npz_path = pathlib.Path(npz_path)
@@ -299,24 +342,19 @@ _OPENED_IN_SCOPE: list[dict[pathlib.Path, ShardSet]] = []
 
 @contextlib.contextmanager
 def naming_bad_shard(*shard_sets: ShardSet):
-    """Turns TensorFlow's "corrupted record at N" (which names no file) while reading
-    shards into a CorruptShardError naming the damaged shard, found by checking against
-    their manifests the ``shard_sets`` given and those opened inside this block."""
+    """Turns a TensorFlow read error while streaming shards (a file gone or damaged since it
+    was opened: the error names no manifest) into a CorruptShardError naming the file, found
+    by checking against their manifests the ``shard_sets`` given and those opened inside this
+    block. An error while every file still matches is re-raised as it was."""
     import tensorflow as tf
 
     opened: dict[pathlib.Path, ShardSet] = {s.folder: s for s in shard_sets}
     _OPENED_IN_SCOPE.append(opened)
     try:
         yield
-    except tf.errors.DataLossError as err:
-        if not opened:
-            raise
+    except (tf.errors.DataLossError, tf.errors.NotFoundError):
         for shard_set in list(opened.values()):
             shard_set.verify()  # raises, naming the file
-        raise CorruptShardError(
-            f"Reading the shards in {', '.join(str(f) for f in opened)} failed "
-            f"({str(err).strip().splitlines()[0][-120:]}), yet every shard matches its "
-            "manifest. Delete the shard folder and run again to convert anew."
-        ) from err
+        raise
     finally:
         _OPENED_IN_SCOPE.remove(opened)

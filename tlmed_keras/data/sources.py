@@ -1,4 +1,4 @@
-"""Where the trainer's images come from: memory (the arrays) or stream (TFRecord shards).
+"""Where the trainer's images come from: memory (the arrays) or stream (raw image shards).
 
 ``--data_source=memory`` loads every split into numpy once and feeds batches by index
 (``pipeline.make_dataset``): fastest, memory ≈ the splits' uint8 size. ``stream`` converts the
@@ -97,7 +97,7 @@ def choose(
     return SourceChoice(
         "stream",
         f"data source: stream (auto: splits {gib} exceed {MEMORY_SHARE:.0%} of {room}; "
-        "TFRecord shards beside the npz, bounded memory)",
+        "image shards beside the npz, bounded memory)",
     )
 
 

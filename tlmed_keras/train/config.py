@@ -47,7 +47,7 @@ class Config:
     verify_data: bool = _field(True, "Check the dataset file's MD5 (off only for synthetic files).")
     data_source: str = _field(
         "auto",
-        "Where training reads images: memory (every split in RAM, fastest), stream (TFRecord "
+        "Where training reads images: memory (every split in RAM, fastest), stream (raw image "
         "shards converted once beside the npz, bounded memory, for 224 px sets), or auto "
         "(memory when the splits fit comfortably in available RAM; says which and why).",
     )

@@ -69,7 +69,7 @@ def _spec(registry: Any, name: str) -> Any:
 
 def _load_splits(config: Config, say: Callable[..., None] = print, recorded: str | None = None):
     """``(splits, choice)`` from ``--data_source`` (``data.sources``): arrays in memory, or
-    labels in memory and images streamed from TFRecord shards converted once beside the npz;
+    labels in memory and images streamed from raw image shards converted once beside the npz;
     ``choice`` says which and why (what ``auto`` picked goes into config.json; a resumed run
     passes it back as ``recorded`` and keeps it)."""
     from tlmed_keras.data import sources
