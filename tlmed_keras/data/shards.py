@@ -219,15 +219,18 @@ def _write_split(npz_path, split: str, info, temp: pathlib.Path, shard_bytes: in
     total = _num_shards(count, math.prod(info.image_shape), shard_bytes)
     bounds = [round(i * count / total) for i in range(total + 1)]
     names = [f"{split}-{i:05d}-of-{total:05d}.u8" for i in range(total)]
-    with contextlib.ExitStack() as stack:
-        outputs = [stack.enter_context(open(temp / name, "wb")) for name in names]
-        index = 0
-        for chunk in npz.iter_rows(npz_path, f"{split}_images", ROWS_PER_CHUNK):
-            for i in range(index, index + len(chunk)):
-                shard = np.searchsorted(bounds, i, side="right") - 1
-                outputs[shard].write(chunk[i - index].tobytes())
-            index += len(chunk)
-            bar.update(len(chunk))
+    chunks = npz.iter_rows(npz_path, f"{split}_images", ROWS_PER_CHUNK)
+    pending = np.zeros((0,), np.uint8)  # rows read but not yet written
+    for name, start, end in zip(names, bounds, bounds[1:], strict=False):
+        with open(temp / name, "wb") as out:
+            left = end - start
+            while left:
+                if not len(pending):
+                    pending = next(chunks)  # the npz's header was checked: rows enough
+                rows, pending = pending[:left], pending[left:]
+                out.write(rows.tobytes())
+                left -= len(rows)
+                bar.update(len(rows))
     labels_name = f"{split}-labels.npy"
     np.save(temp / labels_name, labels, allow_pickle=False)
     entries = [_entry(temp, name, bounds[i + 1] - bounds[i]) for i, name in enumerate(names)]
