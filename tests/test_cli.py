@@ -271,3 +271,21 @@ def test_options_from_flags_reads_the_flags_named_like_the_fields():
     # A given value wins over its flag; a field without a flag keeps its default.
     options = cli.options_from_flags(_Options, cli_test_name="given")
     assert options == _Options(cli_test_size=9, cli_test_name="given", cli_test_no_flag=True)
+
+
+def test_workdirs_are_checked_before_any_backend_is_imported(tmp_path):
+    # evaluate / export check --workdir first: a mistyped path fails in a second, without
+    # paying for TensorFlow / JAX / Keras imports.
+    code = (
+        "import sys\n"
+        "from tlmed_keras import cli\n"
+        "try:\n"
+        f"    cli.finished_runs({str(tmp_path / 'nope')!r})\n"
+        "except FileNotFoundError as e:\n"
+        "    print('refused:', e)\n"
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))\n"
+    )
+    done = _python("-c", code)
+    assert done.returncode == 0, done.stderr
+    assert f"refused: --workdir={tmp_path / 'nope'} does not exist" in done.stdout
+    assert done.stdout.strip().endswith("[]")

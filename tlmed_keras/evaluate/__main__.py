@@ -47,15 +47,11 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     F = flags.FLAGS
+    workdirs = cli.finished_runs(F.workdir)  # before the backend: a bad path fails at once
     runtime.setup(F.backend)
 
-    from tlmed_keras.evaluate.ensemble import resolve_workdirs
     from tlmed_keras.evaluate.report import EvalOptions, evaluate_ensemble, evaluate_run
 
-    try:
-        workdirs = resolve_workdirs(F.workdir)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
     options = cli.options_from_flags(EvalOptions)
     if len(workdirs) == 1:
         report = evaluate_run(workdirs[0], F.split, options)

@@ -7,28 +7,26 @@ horizontal mirror) and returns them as logits of the same task: ``log p`` (softm
 averaged probabilities, so everything that takes a run's logits-returning model (evaluation,
 the SavedModel export and its verification) takes an ensemble unchanged.
 
-``resolve_workdirs`` reads ``--workdir=A,B,C`` or a glob; ``load_members`` loads the runs and
-refuses members that do not share dataset, size, label set and preprocessing.
+``resolve_workdirs`` (``workdirs``) reads ``--workdir=A,B,C`` or a glob; ``load_members`` loads
+the runs and refuses members that do not share dataset, size, label set and preprocessing.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import keras
 
 from tlmed_keras import metrics as mm
+from tlmed_keras.evaluate.workdirs import resolve_workdirs  # noqa: F401 (re-exported)
 
 TTA_MODES = ("none", "flip")
 # Probabilities are clipped before the log so that a saturated member gives finite logits;
 # softmax(log(clip(p))) differs from p by at most classes * EPSILON, far below the 1e-4 the
 # export is verified to.
 EPSILON = 1e-7
-_GLOB_CHARS = "*?["
 
 
 def check_tta(tta: str) -> str:
@@ -95,32 +93,6 @@ def with_tta(model: keras.Model, task: str, tta: str) -> keras.Model:
     if check_tta(tta) == "none":
         return model
     return Averaged([model], task, tta)
-
-
-def resolve_workdirs(value: str | Sequence[str]) -> list[Path]:
-    """The run directories of ``--workdir``: a comma list, globs, or both, in given order
-    (a glob's matches sorted), duplicates dropped.
-
-    Raises:
-        ValueError: an empty list, or a glob that matches no folder.
-    """
-    items = value.split(",") if isinstance(value, str) else list(value)
-    items = [item.strip() for item in items if item.strip()]
-    if not items:
-        raise ValueError(f"Bad --workdir={value!r}: give a run directory, a comma list or a glob.")
-    found: list[Path] = []
-    for item in items:
-        if any(ch in item for ch in _GLOB_CHARS):
-            matches = sorted(p for p in glob.glob(item) if os.path.isdir(p))
-            if not matches:
-                raise ValueError(
-                    f"Bad --workdir: the pattern {item!r} matches no folder. Quote the pattern "
-                    "and check it from the directory you run in."
-                )
-            found.extend(Path(p) for p in matches)
-        else:
-            found.append(Path(item))
-    return list(dict.fromkeys(found))
 
 
 def _member_facts(run: Any) -> dict[str, Any]:

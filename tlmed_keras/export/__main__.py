@@ -70,19 +70,16 @@ def main(argv: list[str]) -> None:
         # TF's SavedModel writer logs "Assets written to ..." etc. at INFO through absl; the
         # summary printed below says the same. --verbosity=0 brings them back.
         logging.set_verbosity(logging.WARNING)
+    workdirs = cli.finished_runs(F.workdir)  # before the backend: a bad path fails at once
     runtime.setup(F.backend)
 
-    from tlmed_keras.evaluate.ensemble import ensemble_model, load_members, resolve_workdirs
+    from tlmed_keras.evaluate.ensemble import ensemble_model, load_members
     from tlmed_keras.evaluate.split import load_split
     from tlmed_keras.export import layout
     from tlmed_keras.export.savedmodel import export_savedmodel
     from tlmed_keras.export.verify import ExportVerificationError
     from tlmed_keras.housekeeping import remove_stale_export_temps
 
-    try:
-        workdirs = resolve_workdirs(F.workdir)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
     runs = load_members(workdirs)
     run = runs[0]
     remove_stale_export_temps(os.path.join(F.export_dir, F.name or run.info.name))

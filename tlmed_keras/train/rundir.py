@@ -391,19 +391,14 @@ class Run:
     workdir: pathlib.Path
 
 
-def load_run(workdir: os.PathLike | str) -> Run:
-    """Loads a finished run's config, selected model, Preprocess layer and dataset info.
-
-    The model is loaded with ``safe_mode=True`` and ``compile=False`` (it was saved
-    uncompiled: it takes preprocessed images and returns logits).
+def check_finished_run(workdir: os.PathLike | str) -> RunDir:
+    """The ``RunDir`` of ``workdir`` when it holds a finished run (config.json and
+    model.keras); cheap (no Keras), so entry points call it before setting up a backend.
 
     Raises:
-        FileNotFoundError: ``workdir`` holds no finished run (no model.keras / config.json).
-        DamagedFileError: config.json, metrics.json or model.keras cannot be read.
+        FileNotFoundError: ``workdir`` is missing or holds no finished run (saying how to
+            finish or train one).
     """
-    from tlmed_keras.data import catalog
-    from tlmed_keras.data.preprocess import Preprocess
-
     run = RunDir(workdir)
     if not run.root.is_dir():
         raise FileNotFoundError(
@@ -421,6 +416,23 @@ def load_run(workdir: os.PathLike | str) -> Run:
             raise FileNotFoundError(
                 f"{run.path(name)} is missing: {workdir} holds no finished training run{todo}."
             )
+    return run
+
+
+def load_run(workdir: os.PathLike | str) -> Run:
+    """Loads a finished run's config, selected model, Preprocess layer and dataset info.
+
+    The model is loaded with ``safe_mode=True`` and ``compile=False`` (it was saved
+    uncompiled: it takes preprocessed images and returns logits).
+
+    Raises:
+        FileNotFoundError: ``workdir`` holds no finished run (no model.keras / config.json).
+        DamagedFileError: config.json, metrics.json or model.keras cannot be read.
+    """
+    from tlmed_keras.data import catalog
+    from tlmed_keras.data.preprocess import Preprocess
+
+    run = check_finished_run(workdir)
     from tlmed_keras.models import register_layers
 
     register_layers()  # model.keras may hold our own layers (AlexNet, BEiT, ...)
