@@ -141,3 +141,29 @@ def test_every_host_of_a_multi_host_stream_runs_the_whole_epoch(tiny_config, mon
             assert all(len(x) == 6 // 3 for x, _ in batches)  # this host's share of a batch
     finally:
         keras.distribution.set_distribution(previous)
+
+
+def _kill_after_second(epoch, phase, model):
+    if epoch == 2:
+        raise Killed
+
+
+def test_resume_inside_a_phase_repeats_the_uninterrupted_run(tiny_config, tmp_path):
+    # Killed after epoch 2, the first of 3 fine-tuning epochs: the resumed run compiles the
+    # phase afresh, and Keras' JAX trainer then reads one batch of the epoch's dataset to
+    # build its metrics before rewinding it. The epoch's order must not depend on how often
+    # its dataset is iterated, or the resumed epoch trains on other batches.
+    config = tiny_config(finetune_epochs=3, warmup_epochs=0, max_steps_per_epoch=3)
+    quiet = lambda *args, **kwargs: None  # noqa: E731
+    train_and_evaluate(config, tmp_path / "a", registry=tiny_registry, say=quiet)
+    with pytest.raises(Killed):
+        train_and_evaluate(
+            config,
+            tmp_path / "b",
+            registry=tiny_registry,
+            say=quiet,
+            epoch_end_hook=_kill_after_second,
+        )
+    train_and_evaluate(config, tmp_path / "b", registry=tiny_registry, say=quiet)
+    assert [row[0] for row in _losses(tmp_path / "a")] == ["head"] + ["finetune"] * 3
+    assert _losses(tmp_path / "b") == _losses(tmp_path / "a")

@@ -168,7 +168,8 @@ def make_dataset(
     """A dataset of one split held in memory (``load_arrays(...)[split]``).
 
     Shuffling is of row indices over the whole split (exactly one visit per image per epoch),
-    seeded and reshuffled every epoch, and only when ``options.training``. Batches are
+    seeded, and only when ``options.training``; every iteration of the dataset repeats its
+    order (build one per epoch with that epoch's seed, as the trainer does). Batches are
     gathered from the arrays by index, so images are never copied one by one.
 
     Args:
@@ -194,7 +195,10 @@ def make_dataset(
     else:
         order = tf.data.Dataset.range(len(images))
     if options.training:
-        order = order.shuffle(len(images), seed=options.seed, reshuffle_each_iteration=True)
+        # One order per dataset, however often it is iterated: Keras' JAX trainer reads a
+        # batch to build a fresh compile's metrics and then rewinds, so a reshuffle would
+        # give a resumed epoch other batches. The trainer builds one dataset (seed) per epoch.
+        order = order.shuffle(len(images), seed=options.seed, reshuffle_each_iteration=False)
     batches = order.batch(options.batch_size, drop_remainder=options.drop_remainder).map(
         lambda r: (gather(r), tf.gather(all_labels, r)), num_parallel_calls=AUTOTUNE
     )
