@@ -71,12 +71,16 @@ def _indices_of_epoch(tfds_dir, medmnist_dir, breast, seed) -> np.ndarray:
     )
     dataset = _breast_dataset(tfds_dir, medmnist_dir, "train", options, shuffle_buffer=200)
     row_of = {img.tobytes(): i for i, img in enumerate(breast["train"][0])}
-    order = []
-    for x, y in dataset.as_numpy_iterator():
-        assert x.shape[1:] == (28, 28, 3) and x.dtype == np.float32 and y.dtype == np.int32
-        raw = np.rint(x[..., 0] * 255).astype(np.uint8)
-        order += [row_of[img.tobytes()] for img in raw]
-    return np.array(order)
+    passes = []
+    for _ in range(2):  # the same dataset iterated twice (Keras' JAX trainer may rewind it)
+        order = []
+        for x, y in dataset.as_numpy_iterator():
+            assert x.shape[1:] == (28, 28, 3) and x.dtype == np.float32 and y.dtype == np.int32
+            raw = np.rint(x[..., 0] * 255).astype(np.uint8)
+            order += [row_of[img.tobytes()] for img in raw]
+        passes.append(np.array(order))
+    np.testing.assert_array_equal(passes[0], passes[1])  # one order per dataset
+    return passes[0]
 
 
 def test_tfds_pipeline_epoch_holds_every_image_once_and_is_seeded(tfds_dir, medmnist_dir, breast):

@@ -249,7 +249,7 @@ def make_dataset_from_tfds(
     examples = tfds_builder.as_supervised(builder, split, shuffle=training, seed=seed)
     if training:
         buffer = shuffle_buffer or default_shuffle_buffer(info)
-        examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
     batches = examples.batch(
         options.batch_size, drop_remainder=options.drop_remainder, num_parallel_calls=AUTOTUNE
     ).map(lambda x, y: (x, _batch_task_labels(y, info)), num_parallel_calls=AUTOTUNE)

@@ -182,8 +182,12 @@ def prepared_builder(
 def as_supervised(
     builder: MedMNIST, split: str, *, shuffle: bool, seed: int = 0
 ) -> tf.data.Dataset:
-    """``(image uint8, label)`` examples of ``split``; file order seeded when ``shuffle``."""
-    read_config = tfds.ReadConfig(shuffle_seed=seed if shuffle else None)
+    """``(image uint8, label)`` examples of ``split``; file order seeded when ``shuffle``, the
+    same at every iteration of the dataset (one dataset per epoch seed, see ``pipeline``)."""
+    read_config = tfds.ReadConfig(
+        shuffle_seed=seed if shuffle else None,
+        shuffle_reshuffle_each_iteration=False if shuffle else None,
+    )
     return builder.as_dataset(
         split=split, shuffle_files=shuffle, as_supervised=True, read_config=read_config
     )
