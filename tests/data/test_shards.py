@@ -89,7 +89,7 @@ def test_hosts_read_disjoint_shards_that_cover_the_split(blood):
     joined = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     assert _keys(*joined) == _keys(*whole)
     with pytest.raises(ValueError, match="shards for 99 hosts"):
-        shard_set.host_paths("train", num_hosts=99)
+        shard_set.host_shards("train", num_hosts=99)
 
 
 def test_second_prepare_reuses_and_a_changed_npz_is_converted_anew(blood):

@@ -89,27 +89,22 @@ class ShardSet:
         """The split's labels as stored in the npz (``[N, L]``), from its checked file."""
         return np.load(self.folder / self.labels[split].file, allow_pickle=False)
 
-    def host_paths(self, split: str, num_hosts: int = 1, host_index: int = 0) -> list[str]:
-        """The shard files host ``host_index`` of ``num_hosts`` reads (every num_hosts-th)."""
-        paths = self.paths(split)
-        return [paths[i] for i in self.host_shards(split, num_hosts, host_index)]
-
     def host_shards(self, split: str, num_hosts: int = 1, host_index: int = 0) -> list[int]:
         """Indices of the shards host ``host_index`` of ``num_hosts`` reads (every num_hosts-th).
 
         Raises:
             ValueError: a bad host index, or fewer shards than hosts.
         """
-        paths = self.paths(split)
+        total = len(self.splits[split])
         if not 0 <= host_index < num_hosts:
             raise ValueError(f"Bad host index {host_index}: must be in 0..{num_hosts - 1}.")
-        if num_hosts > len(paths):
+        if num_hosts > total:
             raise ValueError(
-                f"{self.folder}: split {split!r} has {len(paths)} shards for {num_hosts} hosts; "
+                f"{self.folder}: split {split!r} has {total} shards for {num_hosts} hosts; "
                 "every host needs at least one. Delete the folder and convert again with "
                 "smaller shards (prepare_shards(shard_bytes=...))."
             )
-        return list(range(len(paths)))[host_index::num_hosts]
+        return list(range(host_index, total, num_hosts))
 
     def files(self) -> list[Shard]:
         """Every file of the set: each split's shards and labels."""
