@@ -185,8 +185,9 @@ class Preprocess(DataLayer):
     def map_batch(self, images):
         """The tf.data pipeline's call: ``self(images)``, except that a uint8 batch already at
         ``image_size`` goes to floats in one XLA-compiled pass (``_fused_conversion``) where
-        TensorFlow has XLA: 3.2x less CPU than oneDNN's depthwise form for "torch" at 224 px,
-        the streamed pipeline's main cost (experiments/memory/README.md). The same values
+        TensorFlow has XLA: 2.5x less CPU than oneDNN's depthwise form for "torch" at 224 px
+        (14.3 vs 35.9 ms per 128-image batch, experiments/memory/normalize_ops.py), the
+        streamed pipeline's main cost. The same values
         within float rounding (XLA may fuse the multiply and subtract). Serving keeps the
         layer's own ops: a TF Serving build need not have XLA's JIT.
         """
