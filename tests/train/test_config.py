@@ -36,6 +36,8 @@ BAD = [
     ({"eval_batch_size": 0}, "--eval_batch_size=0: must be >= 1\\."),
     ({"weight_decay": -0.1}, "--weight_decay=-0.1: must be >= 0\\."),
     ({"patience": -1}, "--patience=-1: must be >= 0\\."),
+    ({"mixup": -0.2}, "--mixup=-0.2: must be >= 0\\."),
+    ({"cutmix": float("nan")}, "--cutmix=nan: use 0 \\(off\\) or a positive Beta alpha"),
 ]
 
 

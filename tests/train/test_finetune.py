@@ -14,7 +14,7 @@ from tests import tiny_registry
 from tlmed_keras import metrics as mm
 from tlmed_keras._medmnist import evaluator_module
 from tlmed_keras.data import load_arrays
-from tlmed_keras.train import rundir
+from tlmed_keras.train import rundir, trainer
 from tlmed_keras.train.trainer import predict_logits, train_and_evaluate
 
 
@@ -256,3 +256,22 @@ def test_patience_stops_a_phase_and_the_next_one_still_runs(tiny_config, tmp_pat
     assert epochs == [(1, "head"), (2, "head"), (4, "finetune")]
     assert metrics["stopped_early"] == ["head"]
     assert metrics["epochs_run"] == 3
+
+
+@pytest.mark.parametrize("data", ["bloodmnist", "chestmnist"])
+def test_a_run_with_mixup_and_cutmix_trains_on_soft_targets(tiny_config, tmp_path, data):
+    """The trainer feeds soft targets (one-hot / multi-hot blends) to the loss and its
+    training metrics; validation and test still read the stored labels."""
+    config = tiny_config(data, mixup=0.4, cutmix=1.0, max_steps_per_epoch=2)
+    compiled = trainer.compile_phase(config, registry=tiny_registry)
+    _, targets = next(iter(compiled.train_dataset(epoch=0).as_numpy_iterator()))
+    classes = compiled.setup.info.num_classes
+    assert targets.shape == (config.batch_size, classes) and targets.dtype == np.float32
+    assert np.any((targets > 0) & (targets < 1))
+    metrics = train_and_evaluate(config, tmp_path / "run", registry=tiny_registry)
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    header, rows = history[0].split(","), [r.split(",") for r in history[1:]]
+    for name in ("loss", "acc"):
+        values = [float(r[header.index(name)]) for r in rows]
+        assert all(np.isfinite(values)) and all(v >= 0 for v in values), (name, values)
+    assert 0 <= metrics["test"]["acc"] <= 1 and metrics["test"]["auc"] is not None

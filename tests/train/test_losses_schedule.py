@@ -81,3 +81,50 @@ def test_steps_per_epoch():
     assert schedule.steps_per_epoch(30, config, drop_remainder=True) == 3
     capped = dataclasses.replace(config, max_steps_per_epoch=2)
     assert schedule.steps_per_epoch(30, capped, drop_remainder=False) == 2
+
+
+def _per_example(loss_fn, y, logits) -> np.ndarray:
+    return keras.ops.convert_to_numpy(loss_fn(keras.ops.convert_to_tensor(y), logits))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_soft_targets_blend_the_loss_like_the_labels(smoothing):
+    """Mixup/CutMix targets: a one-hot row costs what its class id does, and a blend costs
+    the blend of the two (cross-entropy is linear in the target), class weights included."""
+    rng = np.random.default_rng(0)
+    k, n = 4, 6
+    logits = rng.normal(size=(n, k)).astype(np.float32)
+    a, b = rng.integers(0, k, n), rng.integers(0, k, n)
+    lam = rng.uniform(size=n).astype(np.float32)
+    weights = np.array([0.5, 1.0, 2.0, 4.0], np.float32)
+    loss = losses.make_loss(k, False, smoothing, weights)
+    hard_a = _per_example(loss, a.astype(np.int32), logits)
+    np.testing.assert_allclose(_per_example(loss, np.eye(k, dtype=np.float32)[a], logits), hard_a, rtol=1e-6)
+    blend = lam[:, None] * np.eye(k)[a] + (1 - lam[:, None]) * np.eye(k)[b]
+    got = _per_example(loss, blend.astype(np.float32), logits)
+    plain = losses.make_loss(k, False, smoothing)
+    ce_a, ce_b = _per_example(plain, a.astype(np.int32), logits), _per_example(plain, b.astype(np.int32), logits)
+    weight = lam * weights[a] + (1 - lam) * weights[b]
+    ce_blend = _per_example(plain, blend.astype(np.float32), logits)
+    np.testing.assert_allclose(ce_blend, lam * ce_a + (1 - lam) * ce_b, rtol=1e-5)
+    np.testing.assert_allclose(got, weight * ce_blend, rtol=1e-5)
+
+
+def test_training_metrics_read_soft_targets_as_their_larger_share():
+    from tlmed_keras.train import keras_metrics
+
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [2.0, 0.0, 0.0]], np.float32)
+    ids = np.array([0, 1, 1, 2], np.int32)
+    soft = 0.7 * np.eye(3, dtype=np.float32)[ids] + 0.3 * np.eye(3, dtype=np.float32)[ids[::-1]]
+    for_ids = keras_metrics.train_metrics("multi-class", 3)
+    for_soft = keras_metrics.train_metrics("multi-class", 3)
+    for metric in for_ids:
+        metric.update_state(ids, logits)
+    for metric in for_soft:
+        metric.update_state(soft, logits)
+    got = [float(m.result()) for m in for_soft]
+    assert got == [float(m.result()) for m in for_ids]
+    assert got[0] == 0.5  # rows 0 and 1 right
+    multilabel = keras_metrics.train_metrics("multi-label, binary-class", 2)[0]
+    multilabel.update_state(np.array([[0.7, 0.2]], np.float32), np.array([[1.0, -1.0]], np.float32))
+    assert float(multilabel.result()) == 1.0

@@ -23,11 +23,13 @@ import numpy as np
 import tensorflow as tf
 
 from tlmed_keras.data import augment as augmentation
+from tlmed_keras.data import mixing
 from tlmed_keras.data.catalog import SPLITS, DatasetInfo
 from tlmed_keras.data.preprocess import Preprocess
 
 AUTOTUNE = tf.data.AUTOTUNE
 AUGMENTATIONS = augmentation.AUGMENTATIONS
+MIXING_STREAM = 1  # folded into a batch's seed pair for mixup/CutMix
 SHUFFLE_BUFFER_BYTES = 256 << 20  # TFDS source: memory the shuffle buffer may hold
 MAX_SHUFFLE_BUFFER = 10_000
 STREAM_CYCLE = 8  # shards read at once when streaming: parallel reads, mixed order
@@ -93,9 +95,13 @@ class PipelineOptions:
         seed: shuffling and augmentation seed (the trainer passes one per epoch).
         augment: "basic", "flip" or None (see ``make_augmenter``); ignored unless training.
         drop_remainder: drop the last incomplete batch.
+        mixup: Beta alpha of mixup (see ``mixing``); 0 = off; ignored unless training.
+        cutmix: Beta alpha of CutMix; 0 = off; ignored unless training. Either one makes the
+            training labels soft: float ``[B, classes]`` (one-hot blends) for single-label
+            tasks, float ``[B, L]`` blends for multi-label.
 
     Raises:
-        ValueError: a batch size below 1 or an unknown augmentation.
+        ValueError: a batch size below 1, an unknown augmentation or a bad alpha.
     """
 
     batch_size: int
@@ -104,11 +110,14 @@ class PipelineOptions:
     seed: int = 0
     augment: str | None = None
     drop_remainder: bool = False
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     def __post_init__(self) -> None:
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
         make_augmenter(self.augment)
+        mixing.make_mixer(self.mixup, self.cutmix)
 
 
 def _check_split(split: str) -> None:
@@ -116,13 +125,25 @@ def _check_split(split: str) -> None:
         raise ValueError(f"Unknown split {split!r}. Accepted: {', '.join(SPLITS)}.")
 
 
-def _finish(batches: tf.data.Dataset, options: PipelineOptions) -> tf.data.Dataset:
-    """Shared tail: augmentation (training only), ``Preprocess``, prefetch.
+def _soft_targets(labels: tf.Tensor, info: DatasetInfo) -> tf.Tensor:
+    """``task_labels`` as float ``[B, K]`` targets that mixing can blend: one-hot class ids
+    (single-label) or the 0/1 vectors themselves (multi-label)."""
+    if info.is_multilabel:
+        return tf.cast(labels, tf.float32)
+    return tf.one_hot(tf.cast(labels, tf.int32), info.num_classes, dtype=tf.float32)
+
+
+def _finish(
+    batches: tf.data.Dataset, options: PipelineOptions, info: DatasetInfo
+) -> tf.data.Dataset:
+    """Shared tail: augmentation and mixing (training only), ``Preprocess``, prefetch.
 
     Batch ``step`` of an epoch is augmented with the stateless seed ``(seed, step)``:
     ``seed`` is the epoch's, so augmentation is a pure function of (seed, epoch, step).
+    Mixup/CutMix run last, on the preprocessed batch, from a seed folded from that pair.
     """
     augmenter = make_augmenter(options.augment) if options.training else None
+    mixer = mixing.make_mixer(options.mixup, options.cutmix) if options.training else None
     preprocess, seed = options.preprocess, options.seed
 
     def transform(step, batch):
@@ -136,7 +157,14 @@ def _finish(batches: tf.data.Dataset, options: PipelineOptions) -> tf.data.Datas
             if x.shape.rank == 3:  # grayscale without a channel axis; the ops need one
                 x = x[..., None]
             x = augmenter(x, tf.stack([tf.constant(seed, tf.int64), step]))
-        return preprocess.map_batch(x), labels
+        x = preprocess.map_batch(x)
+        if mixer is None:
+            return x, labels
+        # Its own seed, folded from the batch's pair: turning mixing on leaves the
+        # augmentation of every batch as it was.
+        pair = tf.stack([tf.constant(seed, tf.int64), step])
+        mix_seed = tf.random.experimental.stateless_fold_in(pair, MIXING_STREAM)
+        return mixer(x, _soft_targets(labels, info), mix_seed)
 
     return batches.enumerate().map(transform, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
@@ -202,7 +230,7 @@ def make_dataset(
     batches = order.batch(options.batch_size, drop_remainder=options.drop_remainder).map(
         lambda r: (gather(r), tf.gather(all_labels, r)), num_parallel_calls=AUTOTUNE
     )
-    return _finish(batches, options)
+    return _finish(batches, options, info)
 
 
 def make_dataset_from_tfds(
@@ -253,7 +281,7 @@ def make_dataset_from_tfds(
     batches = examples.batch(
         options.batch_size, drop_remainder=options.drop_remainder, num_parallel_calls=AUTOTUNE
     ).map(lambda x, y: (x, _batch_task_labels(y, info)), num_parallel_calls=AUTOTUNE)
-    return _finish(batches, options)
+    return _finish(batches, options, info)
 
 
 def _shard_reader(shard_set, split: str):
@@ -345,4 +373,4 @@ def make_stream_dataset(
     batches = records.batch(options.batch_size, drop_remainder=options.drop_remainder).map(
         _decode_batch(info, labels), num_parallel_calls=AUTOTUNE
     )
-    return _finish(batches, options)
+    return _finish(batches, options, info)

@@ -82,6 +82,20 @@ class Config:
         "Training augmentation of the data pipeline: none; flip (horizontal flips); basic "
         "(flips, rotation +-10 degrees, zoom +-10 %, contrast +-10 %).",
     )
+    mixup: float = _field(
+        0.0,
+        "Mixup: each training image is blended with another of its batch, and so are their "
+        "labels, by a weight drawn from Beta(alpha, alpha); this is alpha (0.2 is the usual "
+        "mild setting); 0 = off.",
+        minimum=0,
+    )
+    cutmix: float = _field(
+        0.0,
+        "CutMix: a box of another image of the batch is pasted in, the labels blended by its "
+        "area; Beta(alpha, alpha) alpha of the kept share; 0 = off. With --mixup too, each "
+        "batch uses one of the two, at random.",
+        minimum=0,
+    )
     class_weight: str = _field("none", "none or balanced (weights inverse to class frequency).")
     patience: int = _field(
         0,
@@ -226,6 +240,9 @@ def check(config: Config) -> None:
     if config.tta not in TTA:
         _fail("tta", config.tta, f"accepted: {', '.join(TTA)}.")
     _check_augment(config.augment)
+    for name in ("mixup", "cutmix"):
+        if not math.isfinite(getattr(config, name)):
+            _fail(name, getattr(config, name), "use 0 (off) or a positive Beta alpha.")
     if config.data_source not in DATA_SOURCES:
         _fail("data_source", config.data_source, f"accepted: {', '.join(DATA_SOURCES)}.")
 

@@ -41,19 +41,20 @@ def make_loss(
     """Returns ``loss(y_true, logits) -> [B]`` per-example losses (Keras averages them).
 
     ``y_true`` follows the pipeline: int class ids [B] (or [B, 1]) for single-label tasks,
-    0/1 floats [B, L] for multi-label. ``class_weights`` is ``balanced_weights``' output.
+    0/1 floats [B, L] for multi-label; with mixup/CutMix, float targets [B, C] (blends of
+    one-hot rows) or [B, L] (blends of 0/1 rows). ``class_weights`` is
+    ``balanced_weights``' output; a blended target is weighted by the blend of its classes'.
     """
     weights = None if class_weights is None else np.asarray(class_weights, np.float32)
 
     def softmax_cross_entropy(y_true, logits):
         logits = ops.cast(logits, "float32")
-        ids = ops.cast(ops.reshape(y_true, (-1,)), "int32")
-        target = ops.one_hot(ids, num_classes)
+        target = one_hot_targets(y_true, num_classes)
         if label_smoothing:
             target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
         loss = ops.categorical_crossentropy(target, logits, from_logits=True)
         if weights is not None:
-            loss = loss * ops.take(ops.convert_to_tensor(weights), ids)
+            loss = loss * ops.sum(one_hot_targets(y_true, num_classes) * weights, axis=-1)
         return loss
 
     def sigmoid_cross_entropy(y_true, logits):
@@ -67,6 +68,21 @@ def make_loss(
         return ops.mean(loss, axis=-1)
 
     return sigmoid_cross_entropy if multilabel else softmax_cross_entropy
+
+
+def is_soft(y_true, num_classes: int) -> bool:
+    """Whether single-label ``y_true`` holds float targets ``[B, C]`` (mixup/CutMix), not
+    class ids ``[B]`` / ``[B, 1]``. Decided from the static shape: C >= 2 for every
+    single-label task, so the two forms never share a shape."""
+    shape = tuple(y_true.shape)
+    return len(shape) == 2 and shape[-1] == num_classes and num_classes > 1
+
+
+def one_hot_targets(y_true, num_classes: int):
+    """Single-label targets as float ``[B, C]``: class ids one-hot, soft targets as given."""
+    if is_soft(y_true, num_classes):
+        return ops.cast(y_true, "float32")
+    return ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), num_classes)
 
 
 def mean_loss(loss_fn: Callable, y_true: np.ndarray, logits: np.ndarray) -> float:

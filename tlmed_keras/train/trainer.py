@@ -197,6 +197,8 @@ def _train_dataset(config: Config, s: _Setup, epoch: int):
         seed=config.seed * SEED_STRIDE + epoch,
         augment=None if config.augment == "none" else config.augment,
         drop_remainder=s.drop_remainder,
+        mixup=config.mixup,
+        cutmix=config.cutmix,
     )
     if isinstance(images, np.ndarray):
         return pipeline.make_dataset(images, labels, info=s.info, options=options)
