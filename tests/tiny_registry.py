@@ -56,6 +56,14 @@ def build_classifier(
     return keras.Model(inputs, logits, name=NAME), backbone
 
 
+def blocks(backbone, name) -> list[list[keras.layers.Layer]]:
+    get_spec(name)
+    return [
+        [layer for layer in backbone.layers if layer.name.startswith(f"block{i}_")]
+        for i in range(1, BLOCKS + 1)
+    ]
+
+
 def set_trainable(backbone, name, mode, *, freeze_batch_norm=True) -> None:
     if mode == "frozen":
         backbone.trainable = False

@@ -37,6 +37,8 @@ BAD = [
     ({"weight_decay": -0.1}, "--weight_decay=-0.1: must be >= 0\\."),
     ({"patience": -1}, "--patience=-1: must be >= 0\\."),
     ({"mixup": -0.2}, "--mixup=-0.2: must be >= 0\\."),
+    ({"layer_decay": 0.0}, "--layer_decay=0.0: must be in \\(0, 1\\]; 1 = off"),
+    ({"layer_decay": 1.5}, "--layer_decay=1.5: must be in"),
     ({"cutmix": float("nan")}, "--cutmix=nan: use 0 \\(off\\) or a positive Beta alpha"),
 ]
 

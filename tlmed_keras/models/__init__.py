@@ -17,6 +17,7 @@ from typing import Any
 REGISTRY_API = (
     "ModelSpec",
     "WeightsUnavailableError",
+    "blocks",
     "build_backbone",
     "build_classifier",
     "build_imagenet_classifier",

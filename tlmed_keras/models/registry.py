@@ -265,6 +265,12 @@ def _parse_mode(mode: str | int, num_blocks: int) -> str | int:
     )
 
 
+def blocks(backbone: keras.Model, name: str) -> list[list[keras.layers.Layer]]:
+    """``backbone``'s blocks, bottom to top (lists of layers): the units ``set_trainable``'s
+    "top N blocks" and the fine-tune phase's ``--layer_decay`` count in."""
+    return get_spec(name).blocks(backbone)
+
+
 def set_trainable(
     backbone: keras.Model, name: str, mode: str | int, *, freeze_batch_norm: bool = True
 ) -> None:

@@ -64,6 +64,12 @@ class Config:
     finetune_lr: float = _field(1e-4, "Phase 2 peak learning rate (after warm-up).")
     warmup_epochs: float = _field(1.0, "Phase 2 linear warm-up length in epochs, then cosine.")
     unfreeze: str = _field("all", "Phase 2 unfreezes 'all' of the backbone or its top N blocks.")
+    layer_decay: float = _field(
+        1.0,
+        "Phase 2 layer-wise learning-rate decay, in (0, 1]: the head learns at --finetune_lr, "
+        "the backbone's top block at this times it, the block below at its square, and so "
+        "on down to the stem (blocks as --unfreeze counts them); 1 = one rate for all.",
+    )
     batchnorm: str = _field(
         "auto",
         "Phase 2 batch-norm: frozen (inference mode, the transfer-learning convention), "
@@ -217,6 +223,8 @@ def check(config: Config) -> None:
         _fail("warmup_epochs", config.warmup_epochs, "must be in [0, finetune_epochs].")
     if config.unfreeze != "all" and not (config.unfreeze.isdigit() and int(config.unfreeze) > 0):
         _fail("unfreeze", config.unfreeze, "use 'all' or a positive number of top blocks.")
+    if not 0 < config.layer_decay <= 1:
+        _fail("layer_decay", config.layer_decay, "must be in (0, 1]; 1 = off.")
     if config.optimizer not in OPTIMIZERS:
         _fail("optimizer", config.optimizer, f"accepted: {', '.join(OPTIMIZERS)}.")
     if not 0 <= config.momentum < 1:

@@ -7,6 +7,7 @@ import math
 
 import keras
 
+from tlmed_keras.train import layer_decay
 from tlmed_keras.train.config import Config
 
 HEAD, FINETUNE = "head", "finetune"
@@ -66,20 +67,30 @@ def learning_rate(config: Config, phase: Phase, steps_per_epoch: int):
 
 
 def make_optimizer(
-    config: Config, phase: Phase, steps_per_epoch: int
+    config: Config,
+    phase: Phase,
+    steps_per_epoch: int,
+    lr_scales: dict[int, float] | None = None,
 ) -> keras.optimizers.Optimizer:
-    """The optimizer of ``phase`` (a fresh one per phase: phase 2 has its own state)."""
+    """The optimizer of ``phase`` (a fresh one per phase: phase 2 has its own state).
+
+    ``lr_scales``: ``id(variable) -> factor`` on the learning rate (``layer_decay``); None
+    or empty: one rate for every variable, with Keras' own optimizer class.
+    """
     lr = learning_rate(config, phase, steps_per_epoch)
     name = f"{config.optimizer}_{phase.name}"
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, name=name)
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(lr, weight_decay=config.weight_decay or None, name=name)
-    if config.optimizer == "sgd":
-        return keras.optimizers.SGD(
-            lr, momentum=config.momentum, weight_decay=config.weight_decay or None, name=name
-        )
-    raise ValueError(f"Unknown optimizer {config.optimizer!r}.")
+        cls, kwargs = keras.optimizers.AdamW, dict(weight_decay=config.weight_decay)
+    elif config.optimizer == "adam":
+        cls, kwargs = keras.optimizers.Adam, dict(weight_decay=config.weight_decay or None)
+    elif config.optimizer == "sgd":
+        cls = keras.optimizers.SGD
+        kwargs = dict(momentum=config.momentum, weight_decay=config.weight_decay or None)
+    else:
+        raise ValueError(f"Unknown optimizer {config.optimizer!r}.")
+    if lr_scales:
+        return layer_decay.scaled_optimizer(cls, lr_scales, lr, name=name, **kwargs)
+    return cls(lr, name=name, **kwargs)
 
 
 def steps_per_epoch(num_train: int, config: Config, drop_remainder: bool) -> int:

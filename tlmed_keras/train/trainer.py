@@ -40,6 +40,7 @@ from tlmed_keras.train import (
     ema,
     epoch_metrics,
     keras_metrics,
+    layer_decay,
     losses,
     rundir,
     schedule,
@@ -56,7 +57,7 @@ SEED_STRIDE = 100_003  # epoch seeds: seed * SEED_STRIDE + epoch (distinct for a
 
 def default_registry() -> Any:
     """The model registry (``tlmed_keras.models``): get_spec, build_classifier,
-    set_trainable, model_names."""
+    set_trainable, blocks, model_names."""
     return importlib.import_module("tlmed_keras.models")
 
 
@@ -281,7 +282,11 @@ def _set_trainable(backbone, config: Config, phase: schedule.Phase, registry) ->
 
 def _compile(model, backbone, config: Config, phase: schedule.Phase, s: _Setup, registry):
     _set_trainable(backbone, config, phase, registry)
-    optimizer = schedule.make_optimizer(config, phase, s.steps)
+    scales = None
+    if phase.name == schedule.FINETUNE and config.layer_decay < 1:
+        blocks = registry.blocks(backbone, config.model)
+        scales = layer_decay.lr_scales(backbone, blocks, config.layer_decay)
+    optimizer = schedule.make_optimizer(config, phase, s.steps, scales)
     model.compile(
         optimizer=optimizer,
         loss=s.loss,
