@@ -22,8 +22,9 @@ def retina_arrays(medmnist_dir):
 def _indexed_batch(size: int = 12):
     """Image i is constant i + 1 (so a pixel's value tells which images it mixes) and has
     class i % CLASSES, so partners i and B - 1 - i never share a class."""
-    images = np.broadcast_to(np.arange(1, BATCH + 1, dtype=np.float32)[:, None, None, None],
-                             (BATCH, size, size, 3)).copy()
+    images = np.broadcast_to(
+        np.arange(1, BATCH + 1, dtype=np.float32)[:, None, None, None], (BATCH, size, size, 3)
+    ).copy()
     ids = np.arange(BATCH) % CLASSES
     assert all(ids[i] != ids[BATCH - 1 - i] for i in range(BATCH))
     return tf.constant(images), tf.one_hot(ids, CLASSES), ids

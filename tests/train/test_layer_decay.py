@@ -60,10 +60,16 @@ def test_each_variable_steps_at_its_scaled_rate(base):
 def test_the_trainer_scales_only_the_finetune_phase(tiny_config):
     config = tiny_config(layer_decay=0.5)
     finetune = trainer.compile_phase(config, "finetune", registry=tiny_registry)
-    scale_of = dict(zip((v.path for v in finetune.model.trainable_variables),
-                        finetune.optimizer._scales, strict=True))
+    scale_of = dict(
+        zip(
+            (v.path for v in finetune.model.trainable_variables),
+            finetune.optimizer._scales,
+            strict=True,
+        )
+    )
     assert {p: s for p, s in scale_of.items() if p.startswith("head")} == {
-        "head/kernel": 1.0, "head/bias": 1.0
+        "head/kernel": 1.0,
+        "head/bias": 1.0,
     }
     assert all(s == 0.5 for p, s in scale_of.items() if p.startswith("block2"))
     assert all(s == 0.25 for p, s in scale_of.items() if p.startswith("block1"))

@@ -99,11 +99,16 @@ def test_soft_targets_blend_the_loss_like_the_labels(smoothing):
     weights = np.array([0.5, 1.0, 2.0, 4.0], np.float32)
     loss = losses.make_loss(k, False, smoothing, weights)
     hard_a = _per_example(loss, a.astype(np.int32), logits)
-    np.testing.assert_allclose(_per_example(loss, np.eye(k, dtype=np.float32)[a], logits), hard_a, rtol=1e-6)
+    np.testing.assert_allclose(
+        _per_example(loss, np.eye(k, dtype=np.float32)[a], logits), hard_a, rtol=1e-6
+    )
     blend = lam[:, None] * np.eye(k)[a] + (1 - lam[:, None]) * np.eye(k)[b]
     got = _per_example(loss, blend.astype(np.float32), logits)
     plain = losses.make_loss(k, False, smoothing)
-    ce_a, ce_b = _per_example(plain, a.astype(np.int32), logits), _per_example(plain, b.astype(np.int32), logits)
+    ce_a, ce_b = (
+        _per_example(plain, a.astype(np.int32), logits),
+        _per_example(plain, b.astype(np.int32), logits),
+    )
     weight = lam * weights[a] + (1 - lam) * weights[b]
     ce_blend = _per_example(plain, blend.astype(np.float32), logits)
     np.testing.assert_allclose(ce_blend, lam * ce_a + (1 - lam) * ce_b, rtol=1e-5)
@@ -113,7 +118,9 @@ def test_soft_targets_blend_the_loss_like_the_labels(smoothing):
 def test_training_metrics_read_soft_targets_as_their_larger_share():
     from tlmed_keras.train import keras_metrics
 
-    logits = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [2.0, 0.0, 0.0]], np.float32)
+    logits = np.array(
+        [[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [2.0, 0.0, 0.0]], np.float32
+    )
     ids = np.array([0, 1, 1, 2], np.int32)
     soft = 0.7 * np.eye(3, dtype=np.float32)[ids] + 0.3 * np.eye(3, dtype=np.float32)[ids[::-1]]
     for_ids = keras_metrics.train_metrics("multi-class", 3)
