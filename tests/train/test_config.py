@@ -40,6 +40,8 @@ BAD = [
     ({"layer_decay": 0.0}, "--layer_decay=0.0: must be in \\(0, 1\\]; 1 = off"),
     ({"layer_decay": 1.5}, "--layer_decay=1.5: must be in"),
     ({"cutmix": float("nan")}, "--cutmix=nan: use 0 \\(off\\) or a positive Beta alpha"),
+    ({"ordinal_smoothing": -0.5}, "--ordinal_smoothing=-0.5: must be >= 0\\."),
+    ({"ordinal_smoothing": float("inf")}, "--ordinal_smoothing=inf: use 0 \\(off\\) or a width"),
 ]
 
 

@@ -14,7 +14,7 @@ from tests import tiny_registry
 from tlmed_keras import metrics as mm
 from tlmed_keras._medmnist import evaluator_module
 from tlmed_keras.data import load_arrays
-from tlmed_keras.train import rundir, trainer
+from tlmed_keras.train import losses, rundir, trainer
 from tlmed_keras.train.trainer import predict_logits, train_and_evaluate
 
 
@@ -275,3 +275,21 @@ def test_a_run_with_mixup_and_cutmix_trains_on_soft_targets(tiny_config, tmp_pat
         values = [float(r[header.index(name)]) for r in rows]
         assert all(np.isfinite(values)) and all(v >= 0 for v in values), (name, values)
     assert 0 <= metrics["test"]["acc"] <= 1 and metrics["test"]["auc"] is not None
+
+
+@pytest.mark.parametrize(("data", "ordinal"), [("retinamnist", True), ("bloodmnist", False)])
+def test_ordinal_smoothing_acts_on_ordinal_tasks_only(tiny_config, data, ordinal):
+    """One recipe serves every set: --ordinal_smoothing reshapes the targets of the catalog's
+    ordinal-regression sets and leaves the others' plain cross-entropy untouched, in the
+    training loss and in the validation loss that --select_on=loss reads."""
+    config = tiny_config(data, ordinal_smoothing=0.5)
+    setup = trainer.compile_phase(config, registry=tiny_registry).setup
+    k = setup.info.num_classes
+    logits = np.random.default_rng(0).normal(size=(2 * k, k)).astype(np.float32)
+    y = np.arange(2 * k, dtype=np.int32) % k
+    soft = losses.ordinal_kernel(k, 0.5)[y] if ordinal else np.eye(k)[y]
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    expected = -(soft * logp).sum(1)
+    for loss in (setup.loss, setup.val_loss):
+        got = keras.ops.convert_to_numpy(loss(keras.ops.convert_to_tensor(y), logits))
+        np.testing.assert_allclose(got, expected, rtol=1e-5)

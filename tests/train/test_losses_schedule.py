@@ -115,6 +115,42 @@ def test_soft_targets_blend_the_loss_like_the_labels(smoothing):
     np.testing.assert_allclose(got, weight * ce_blend, rtol=1e-5)
 
 
+def test_ordinal_kernel_spreads_mass_to_near_grades():
+    kernel = losses.ordinal_kernel(5, 0.5)
+    np.testing.assert_allclose(kernel.sum(axis=1), 1.0, rtol=1e-6)
+    assert np.all(np.argmax(kernel, axis=1) == np.arange(5))  # the true grade stays the top
+    # Row 2 by hand: exp(-d^2 / 0.5) for distances 2, 1, 0, 1, 2, normalised.
+    raw = np.exp(-np.array([4.0, 1.0, 0.0, 1.0, 4.0]) / 0.5)
+    np.testing.assert_allclose(kernel[2], raw / raw.sum(), rtol=1e-6)
+    assert kernel[0, 1] > kernel[0, 2] > kernel[0, 4] > 0  # nearer grades get more
+    np.testing.assert_array_equal(losses.ordinal_kernel(5, 0.0), np.eye(5))
+
+
+def test_ordinal_loss_is_cross_entropy_to_the_soft_grade_labels():
+    rng = np.random.default_rng(1)
+    k = 5
+    logits = rng.normal(size=(8, k)).astype(np.float32)
+    y = rng.integers(0, k, 8).astype(np.int32)
+    weights = rng.uniform(0.5, 2, k).astype(np.float32)
+    fn = losses.make_loss(k, False, label_smoothing=0.1, class_weights=weights, ordinal_width=0.7)
+    target = losses.ordinal_kernel(k, 0.7)[y] * 0.9 + 0.1 / k
+    z = logits - logits.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    expected = -(target * logp).sum(1) * weights[y]
+    np.testing.assert_allclose(_per_example(fn, y, logits), expected, rtol=1e-5)
+    # A mixup blend of two grades costs the blend of their soft-label losses (linear kernel).
+    a, b, lam = y, (y + 2) % k, rng.uniform(size=8).astype(np.float32)
+    blend = (lam[:, None] * np.eye(k)[a] + (1 - lam[:, None]) * np.eye(k)[b]).astype(np.float32)
+    plain = losses.make_loss(k, False, ordinal_width=0.7)
+    np.testing.assert_allclose(
+        _per_example(plain, blend, logits),
+        lam * _per_example(plain, a, logits) + (1 - lam) * _per_example(plain, b, logits),
+        rtol=1e-5,
+    )
+    with pytest.raises(ValueError, match="single-label"):
+        losses.make_loss(k, True, ordinal_width=0.7)
+
+
 def test_training_metrics_read_soft_targets_as_their_larger_share():
     from tlmed_keras.train import keras_metrics
 

@@ -83,6 +83,14 @@ class Config:
     weight_decay: float = _field(1e-4, "Decoupled weight decay (all optimizers).", minimum=0)
     momentum: float = _field(0.9, "SGD momentum (sgd only).")
     label_smoothing: float = _field(0.0, "Label smoothing of the cross-entropy, in [0, 1).")
+    ordinal_smoothing: float = _field(
+        0.0,
+        "Ordinal-regression tasks only (e.g. RetinaMNIST's grades; ignored on others, so one "
+        "recipe serves every set): soft labels exp(-(i - y)^2 / (2 w^2)) over grades i "
+        "(SORD), so that near misses cost less than far ones; this is w, in grades (0.5 "
+        "gives each neighbour ~11 %); 0 = off.",
+        minimum=0,
+    )
     augment: str = _field(
         "none",
         "Training augmentation of the data pipeline: none; flip (horizontal flips); basic "
@@ -251,6 +259,8 @@ def check(config: Config) -> None:
     for name in ("mixup", "cutmix"):
         if not math.isfinite(getattr(config, name)):
             _fail(name, getattr(config, name), "use 0 (off) or a positive Beta alpha.")
+    if not math.isfinite(config.ordinal_smoothing):
+        _fail("ordinal_smoothing", config.ordinal_smoothing, "use 0 (off) or a width in grades.")
     if config.data_source not in DATA_SOURCES:
         _fail("data_source", config.data_source, f"accepted: {', '.join(DATA_SOURCES)}.")
 

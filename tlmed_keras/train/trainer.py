@@ -161,8 +161,13 @@ def _setup(
     weights = None
     if config.class_weight == "balanced":
         weights = losses.balanced_weights(splits["train"][1], info.num_classes, info.is_multilabel)
-    loss = losses.make_loss(info.num_classes, info.is_multilabel, config.label_smoothing, weights)
-    val_loss = losses.make_loss(info.num_classes, info.is_multilabel, config.label_smoothing)
+    ordinal_width = config.ordinal_smoothing if info.task == "ordinal-regression" else 0.0
+    loss = losses.make_loss(
+        info.num_classes, info.is_multilabel, config.label_smoothing, weights, ordinal_width
+    )
+    val_loss = losses.make_loss(
+        info.num_classes, info.is_multilabel, config.label_smoothing, ordinal_width=ordinal_width
+    )
     return _Setup(
         info,
         spec,
