@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests.conftest import synthetic_arrays
 from tlmed_keras.data import catalog, load_arrays
@@ -197,3 +198,47 @@ def test_augmentation_is_a_pure_function_of_seed_and_step(retina, name):
     same = [np.asarray(augment(x, np.array([7, step]))) for step in (0, 0, 1)]
     np.testing.assert_array_equal(same[0], same[1])
     assert not np.array_equal(same[0], same[2])  # the next step draws anew
+
+
+def test_sided_labels_are_read_from_the_catalog():
+    organ = catalog.get_info("organamnist")
+    assert {"kidney-left", "kidney-right", "lung-left", "femur-right"} <= set(organ.sided_labels)
+    assert "liver" not in organ.sided_labels
+    sided = {name for name in catalog.dataset_names() if catalog.get_info(name).sided_labels}
+    assert sided == {"organamnist", "organcmnist", "organsmnist"}
+
+
+@pytest.mark.parametrize("name", ["organamnist", "pneumoniamnist"])
+def test_no_mirror_augmentation_where_labels_name_body_sides(name):
+    """Both grayscale 28 px sets; with --augment=flip the batches of the set whose labels
+    name body sides equal the unaugmented ones (no image mirrored), the other's differ."""
+    arrays = synthetic_arrays(name, n={"train": 64})
+    info = catalog.get_info(name)
+
+    def batches(augment):
+        options = PipelineOptions(
+            batch_size=16, preprocess=Preprocess(28, "unit"), training=True, seed=5, augment=augment
+        )
+        return _collect(
+            make_dataset(arrays["train_images"], arrays["train_labels"], info=info, options=options)
+        )
+
+    plain, flipped = batches(None), batches("flip")
+    np.testing.assert_array_equal(plain[1], flipped[1])  # same order, same labels
+    if info.sided_labels:
+        np.testing.assert_array_equal(plain[0], flipped[0])
+    else:
+        assert not np.array_equal(plain[0], flipped[0])
+
+
+def test_basic_without_flip_keeps_the_rest_of_basic():
+    """Same seeds for rotation, zoom and contrast: on left-right symmetric images (which a
+    flip leaves as they are) the two presets agree exactly; "flip" without mirrors is none."""
+    half = np.random.default_rng(0).uniform(0, 255, size=(6, 16, 8, 1)).astype(np.float32)
+    symmetric = tf.constant(np.concatenate([half, half[:, :, ::-1]], axis=2))
+    seed = tf.constant([3, 4], tf.int64)
+    with_flip = make_augmenter("basic")(symmetric, seed)
+    without = make_augmenter("basic", mirror=False)(symmetric, seed)
+    np.testing.assert_allclose(without.numpy(), with_flip.numpy(), atol=1e-4)
+    assert not np.allclose(without.numpy(), symmetric.numpy())  # the rest still acts
+    assert make_augmenter("flip", mirror=False) is None

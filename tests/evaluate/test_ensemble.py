@@ -15,6 +15,7 @@ import pytest
 
 from tests import tiny_registry
 from tests.conftest import run_python, tiny_run_config
+from tlmed_keras.data import catalog
 from tlmed_keras.evaluate import ensemble
 from tlmed_keras.evaluate.evaluation import predict_scores
 from tlmed_keras.evaluate.report import EvalOptions, evaluate_ensemble, evaluate_run
@@ -234,3 +235,11 @@ def test_trainer_selects_on_loss_and_evaluates_with_tta(medmnist_dir, tmp_path):
 def _history(workdir: pathlib.Path) -> list[dict]:
     with open(workdir / "history.csv") as f:
         return list(csv.DictReader(f))
+
+
+def test_flip_tta_is_refused_where_labels_name_body_sides():
+    organ, blood = catalog.get_info("organcmnist"), catalog.get_info("bloodmnist")
+    with pytest.raises(ValueError, match="--tta=flip for organcmnist.*lung-left"):
+        ensemble.check_tta_for("flip", organ)
+    assert ensemble.check_tta_for("none", organ) == "none"
+    assert ensemble.check_tta_for("flip", blood) == "flip"

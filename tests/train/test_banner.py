@@ -104,3 +104,28 @@ def test_backend_reason_says_why():
     assert banner.backend_reason("auto", "jax") == "jax (auto: JAX sees a GPU/TPU)"
     assert banner.backend_reason("torch", "torch") == "torch (--backend=torch)"
     assert np.int64(banner.count_params([np.zeros((3, 4)), np.zeros(5)])) == 17
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ("organamnist", "augment     flip without horizontal flips (labels name body sides: "),
+        ("retinamnist", "augment     flip, mixup 0.2, ordinal soft labels, width 0.7 grades"),
+        ("bloodmnist", "augment     flip, mixup 0.2, no ordinal soft labels (the task is multi"),
+    ],
+)
+def test_banner_says_what_the_training_batches_get(data, expected):
+    from tlmed_keras.train.config import Config
+
+    info = catalog.get_info(data)
+    mixup = 0.0 if data == "organamnist" else 0.2
+    config = Config(model="m", data=data, augment="flip", mixup=mixup, ordinal_smoothing=0.7)
+    resolved = {
+        "backend": "jax",
+        "task": info.task,
+        "label_names": list(info.label_names),
+        "image_size": 32,
+        "steps_per_epoch": 3,
+    }
+    lines = banner.start_lines(config, "w", resolved, info.split_sizes, None, [], ["cpu"])
+    assert any(line.startswith(expected) for line in lines), lines

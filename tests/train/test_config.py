@@ -73,3 +73,12 @@ def test_flagfile_round_trip():
     parsed = cfg.Config(**{name: values[name].value for name, _, _ in cfg.fields_help()})
     assert parsed == config
     assert parsed.unfreeze_mode == 3
+
+
+def test_flip_tta_on_a_set_whose_labels_name_body_sides_fails_before_any_work(tmp_path):
+    """OrganAMNIST's labels include kidney-left / kidney-right: averaging an image with its
+    mirror would blend the two classes, so --tta=flip is refused naming the labels."""
+    config = cfg.Config(model="tiny_cnn", data="organamnist", tta="flip", weights="none")
+    with pytest.raises(ValueError, match="--tta=flip for organamnist.*kidney-left.*--tta=none"):
+        train_and_evaluate(config, tmp_path / "run", registry=tiny_registry)
+    assert not (tmp_path / "run").exists()

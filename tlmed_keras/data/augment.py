@@ -33,21 +33,24 @@ def check_name(name: str | None) -> None:
         )
 
 
-def make_augmenter(name: str | None) -> Augmenter | None:
+def make_augmenter(name: str | None, mirror: bool = True) -> Augmenter | None:
     """``augment(images, seed) -> images`` for preset ``name``; None for no augmentation.
 
     "basic": horizontal flip, rotation up to +-10 degrees, zoom +-10 % (reflect padding),
     contrast +-10 %: mild changes a scanner or a patient's position could produce.
     "flip": horizontal flip only. ``seed`` is an int32/int64 ``[2]`` tensor; equal seeds give
-    equal outputs.
+    equal outputs. ``mirror=False`` (labels that name a body side: a mirror image would carry
+    the wrong label) drops the flip: "flip" becomes None, "basic" keeps the rest.
 
     Raises:
         ValueError: an unknown name.
     """
     check_name(name)
-    if name is None:
+    if name is None or (name == "flip" and not mirror):
         return None
-    return flip if name == "flip" else basic
+    if name == "flip":
+        return flip
+    return basic if mirror else basic_without_flip
 
 
 def _seeds(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
@@ -105,5 +108,12 @@ def basic(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Flip, rotation, zoom and contrast, each from its own seed."""
     flip_seed, geometry_seed, contrast_seed = _seeds(seed, 3)
     images = flip(images, flip_seed)
+    images = _rotate_zoom(images, geometry_seed)
+    return _contrast(images, contrast_seed)
+
+
+def basic_without_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """``basic`` less the flip (the same seeds for the rest)."""
+    _, geometry_seed, contrast_seed = _seeds(seed, 3)
     images = _rotate_zoom(images, geometry_seed)
     return _contrast(images, contrast_seed)

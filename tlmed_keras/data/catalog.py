@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 
 from tlmed_keras._medmnist import info_module
 
 SIZES = (28, 64, 128, 224)
 SPLITS = ("train", "val", "test")
 TASKS = ("binary-class", "multi-class", "ordinal-regression", "multi-label, binary-class")
+_SIDE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,13 @@ class DatasetInfo:
         return self.task.startswith("multi-label")
 
     @property
+    def sided_labels(self) -> tuple[str, ...]:
+        """Labels that name a body side ("kidney-left" in the OrganMNIST sets). A horizontal
+        mirror can turn such an image into its other side's class, so these sets get no
+        flip augmentation and no flip TTA; empty for every set whose labels have no side."""
+        return sided_labels(self.label_names)
+
+    @property
     def filename(self) -> str:
         """The file name medmnist uses: ``bloodmnist.npz`` at 28 px, ``bloodmnist_64.npz`` else."""
         return f"{self.name}.npz" if self.size == 28 else f"{self.name}_{self.size}.npz"
@@ -46,6 +55,11 @@ class DatasetInfo:
         """Shape of one image as stored in the npz (grayscale sets have no channel axis)."""
         hw = (self.size, self.size)
         return hw if self.channels == 1 else (*hw, self.channels)
+
+
+def sided_labels(label_names) -> tuple[str, ...]:
+    """The names among ``label_names`` that name a body side (left or right, as a word)."""
+    return tuple(str(name) for name in label_names if _SIDE.search(str(name)))
 
 
 @functools.cache

@@ -65,14 +65,15 @@ def _batch_task_labels(labels: tf.Tensor, info: DatasetInfo) -> tf.Tensor:
     return tf.cast(labels, tf.float32 if info.is_multilabel else tf.int32)
 
 
-def make_augmenter(name: str | None) -> augmentation.Augmenter | None:
+def make_augmenter(name: str | None, mirror: bool = True) -> augmentation.Augmenter | None:
     """``augment(images, seed) -> images`` for preset ``name`` (see ``augment``); None for
     None. Stateless: a pure function of the seed, so runs and resumes repeat it exactly.
+    ``mirror=False`` leaves out horizontal flips.
 
     Raises:
         ValueError: an unknown name.
     """
-    return augmentation.make_augmenter(name)
+    return augmentation.make_augmenter(name, mirror)
 
 
 def default_shuffle_buffer(info: DatasetInfo) -> int:
@@ -142,7 +143,9 @@ def _finish(
     ``seed`` is the epoch's, so augmentation is a pure function of (seed, epoch, step).
     Mixup/CutMix run last, on the preprocessed batch, from a seed folded from that pair.
     """
-    augmenter = make_augmenter(options.augment) if options.training else None
+    # Labels that name a body side forbid mirror images (augment.make_augmenter).
+    mirror = not info.sided_labels
+    augmenter = make_augmenter(options.augment, mirror) if options.training else None
     mixer = mixing.make_mixer(options.mixup, options.cutmix) if options.training else None
     preprocess, seed = options.preprocess, options.seed
 

@@ -36,6 +36,20 @@ def check_tta(tta: str) -> str:
     return tta
 
 
+def check_tta_for(tta: str, info: Any) -> str:
+    """``check_tta``, and refuses flip TTA on a set whose labels name a body side
+    (``info.sided_labels``): the mirror of a left organ looks like the right one, so averaging
+    the two views would blend the two classes."""
+    check_tta(tta)
+    if tta == "flip" and info.sided_labels:
+        raise ValueError(
+            f"Bad --tta=flip for {info.name}: its labels name body sides "
+            f"({', '.join(info.sided_labels)}), and a mirror image shows the other side's "
+            "class. Use --tta=none."
+        )
+    return tta
+
+
 def _views(images, tta: str) -> list:
     """The TTA views of a preprocessed ``[B, H, W, C]`` batch (channels last)."""
     if tta == "flip":
@@ -145,7 +159,12 @@ def load_members(workdirs: Sequence[str | os.PathLike]) -> list[Any]:
 
 
 def ensemble_model(runs: Sequence[Any], tta: str = "none") -> keras.Model:
-    """The run's own model for one run without TTA, else an ``Averaged`` of the runs."""
+    """The run's own model for one run without TTA, else an ``Averaged`` of the runs.
+
+    Raises:
+        ValueError: a bad ``tta``, or flip TTA on a set whose labels name a body side.
+    """
+    check_tta_for(tta, runs[0].info)
     if len(runs) == 1:
         return with_tta(runs[0].model, runs[0].info.task, tta)
     return Averaged([run.model for run in runs], runs[0].info.task, tta)

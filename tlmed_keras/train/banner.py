@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tlmed_keras.data import catalog
 from tlmed_keras.train.config import Config
 
 MAX_LABELS_SHOWN = 8
@@ -104,6 +105,26 @@ def _normalisation(norm: dict) -> str:
     return f", scale {scale}, mean {mean}, std {std}{bgr}"
 
 
+def _augment_line(config: Config, label_names: Sequence[str], task: str) -> str:
+    """What the training batches get: augmentation (flips dropped where labels name a body
+    side), mixup / CutMix, ordinal soft labels."""
+    parts = [config.augment]
+    sided = catalog.sided_labels(label_names)
+    if config.augment in ("flip", "basic") and sided:
+        parts[0] += (
+            f" without horizontal flips (labels name body sides: {_labels(sided)}; a mirror "
+            "image would show the other side's class)"
+        )
+    for name in ("mixup", "cutmix"):
+        if getattr(config, name):
+            parts.append(f"{name} {getattr(config, name):g}")
+    if config.ordinal_smoothing and task == "ordinal-regression":
+        parts.append(f"ordinal soft labels, width {config.ordinal_smoothing:g} grades")
+    elif config.ordinal_smoothing:
+        parts.append(f"no ordinal soft labels (the task is {task})")
+    return "augment     " + ", ".join(parts)
+
+
 def _epochs(first: int, count: int) -> str:
     """1-based ``epoch 3`` or ``epochs 4-13`` (global numbering over both phases)."""
     return f"epoch {first + 1}" if count == 1 else f"epochs {first + 1}-{first + count}"
@@ -148,6 +169,7 @@ def start_lines(
         f"weights     {config.weights}",
         f"batches     {config.batch_size} images, {resolved['steps_per_epoch']} steps/epoch, "
         f"seed {config.seed}",
+        _augment_line(config, resolved["label_names"], resolved["task"]),
     ]
     lines += [line for p in counts for line in _phase_line(p, config).split("\n")]
     title = " tlmed_keras.train "

@@ -33,7 +33,7 @@ from tlmed_keras import metrics as mm
 from tlmed_keras.data import catalog
 from tlmed_keras.data.preprocess import Preprocess
 from tlmed_keras.errors import CheckpointError, TrainingDivergedError
-from tlmed_keras.evaluate.ensemble import with_tta
+from tlmed_keras.evaluate.ensemble import check_tta_for, with_tta
 from tlmed_keras.train import (
     banner,
     divergence,
@@ -139,6 +139,7 @@ def _prepare(config: Config, registry: Any) -> tuple[Any, catalog.DatasetInfo]:
     spec = _spec(registry, config.model)
     info = catalog.get_info(config.data, config.size)
     cfg.check_against(config, spec, info)
+    check_tta_for(config.tta, info)
     return spec, info
 
 
