@@ -92,8 +92,9 @@ class Config:
         minimum=0,
     )
     augment: str = _field(
-        "none",
-        "Training augmentation of the data pipeline: none; flip (horizontal flips); basic "
+        "flip",
+        "Training augmentation of the data pipeline: none; flip (horizontal flips; the "
+        "default, as in the recipe; dropped on sets whose labels name a body side); basic "
         "(flips, rotation +-10 degrees, zoom +-10 %, contrast +-10 %).",
     )
     mixup: float = _field(
