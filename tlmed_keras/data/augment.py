@@ -46,11 +46,11 @@ def make_augmenter(name: str | None, mirror: bool = True) -> Augmenter | None:
         ValueError: an unknown name.
     """
     check_name(name)
-    if name is None or (name == "flip" and not mirror):
+    if name is None:
         return None
-    if name == "flip":
-        return flip
-    return basic if mirror else basic_without_flip
+    if not mirror:
+        return None if name == "flip" else basic_without_flip
+    return flip if name == "flip" else basic
 
 
 def _seeds(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
@@ -104,16 +104,17 @@ def _contrast(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value((images - mean) * factor + mean, 0.0, 255.0)
 
 
+def _rotate_zoom_contrast(images: tf.Tensor, geometry_seed, contrast_seed) -> tf.Tensor:
+    return _contrast(_rotate_zoom(images, geometry_seed), contrast_seed)
+
+
 def basic(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Flip, rotation, zoom and contrast, each from its own seed."""
     flip_seed, geometry_seed, contrast_seed = _seeds(seed, 3)
-    images = flip(images, flip_seed)
-    images = _rotate_zoom(images, geometry_seed)
-    return _contrast(images, contrast_seed)
+    return _rotate_zoom_contrast(flip(images, flip_seed), geometry_seed, contrast_seed)
 
 
 def basic_without_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """``basic`` less the flip (the same seeds for the rest)."""
     _, geometry_seed, contrast_seed = _seeds(seed, 3)
-    images = _rotate_zoom(images, geometry_seed)
-    return _contrast(images, contrast_seed)
+    return _rotate_zoom_contrast(images, geometry_seed, contrast_seed)

@@ -110,7 +110,7 @@ def _augment_line(config: Config, label_names: Sequence[str], task: str) -> str:
     side), mixup / CutMix, ordinal soft labels."""
     parts = [config.augment]
     sided = catalog.sided_labels(label_names)
-    if config.augment in ("flip", "basic") and sided:
+    if config.augment != "none" and sided:  # every preset mirrors
         parts[0] += (
             f" without horizontal flips (labels name body sides: {_labels(sided)}; a mirror "
             "image would show the other side's class)"
