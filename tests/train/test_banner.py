@@ -129,3 +129,22 @@ def test_banner_says_what_the_training_batches_get(data, expected):
     }
     lines = banner.start_lines(config, "w", resolved, info.split_sizes, None, [], ["cpu"])
     assert any(line.startswith(expected) for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("folds", "fold", "expected"),
+    [
+        (0, 0, "splits      train 499 / val 125 / test 156"),
+        (5, 3, "splits      train 499 / val 125 / test 156 (val = fold 3 of 5 of train + val)"),
+    ],
+)
+def test_banner_says_val_is_a_fold_when_cross_fitting(folds, fold, expected):
+    from tlmed_keras.train.config import Config
+
+    info = catalog.get_info("breastmnist")
+    resolved = {"backend": "jax", "task": info.task, "label_names": list(info.label_names)}
+    resolved |= {"image_size": 32, "steps_per_epoch": 3}
+    sizes = {"train": 499, "val": 125, "test": 156}
+    config = Config(model="m", data="breastmnist", cv_folds=folds, cv_fold=fold)
+    lines = banner.start_lines(config, "w", resolved, sizes, None, [], ["cpu"])
+    assert expected in lines, lines

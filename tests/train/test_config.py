@@ -42,6 +42,10 @@ BAD = [
     ({"cutmix": float("nan")}, "--cutmix=nan: use 0 \\(off\\) or a positive Beta alpha"),
     ({"ordinal_smoothing": -0.5}, "--ordinal_smoothing=-0.5: must be >= 0\\."),
     ({"ordinal_smoothing": float("inf")}, "--ordinal_smoothing=inf: use 0 \\(off\\) or a width"),
+    ({"cv_folds": 1}, "--cv_folds=1: use 0 \\(official split\\) or K >= 2"),
+    ({"cv_folds": 5, "cv_fold": 5}, "--cv_fold=5: with --cv_folds=5 use 0 to 4"),
+    ({"cv_fold": 2}, "--cv_fold=2: it picks one of --cv_folds folds"),
+    ({"cv_folds": 3, "data_source": "stream"}, "--data_source='stream': --cv_folds re-splits"),
 ]
 
 

@@ -149,6 +149,30 @@ def check_members(runs: Sequence[Any]) -> None:
                 )
 
 
+def check_split_shared(runs: Sequence[Any], split: str) -> None:
+    """Refuses scoring cross-fitted members (``--cv_folds``) together on "train" or "val"
+    when their folds differ: each member's "val" is other images. Test is shared by all.
+
+    Raises:
+        ValueError: naming the two runs and their folds.
+    """
+    if split == "test":
+        return
+    first = _folds(runs[0])
+    for run in runs[1:]:
+        if _folds(run) != first:
+            raise ValueError(
+                f"Members split train + val differently: {runs[0].workdir} has {first}, "
+                f"{run.workdir} has {_folds(run)}, so their {split!r} splits are other images. "
+                "Score them together on --split=test, or pass runs of one fold."
+            )
+
+
+def _folds(run: Any) -> str:
+    folds, fold = run.config.cv_folds, run.config.cv_fold
+    return f"fold {fold} of {folds}" if folds else "the official split"
+
+
 def load_members(workdirs: Sequence[str | os.PathLike]) -> list[Any]:
     """Loads finished runs (``rundir.load_run``) and checks that they can be averaged."""
     from tlmed_keras.train.rundir import load_run

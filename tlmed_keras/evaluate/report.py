@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tlmed_keras.evaluate import figures
-from tlmed_keras.evaluate.ensemble import check_tta, load_members, with_tta
+from tlmed_keras.evaluate.ensemble import check_split_shared, check_tta, load_members, with_tta
 from tlmed_keras.evaluate.evaluation import Evaluation, evaluate_scores, predict_scores, summary
 from tlmed_keras.evaluate.split import load_split
 
@@ -104,10 +104,12 @@ def evaluate_ensemble(
 
     Raises:
         ValueError: members that differ in dataset, size, label set or preprocessing (named),
-            a bad split. FileNotFoundError: a folder without a finished run.
+            or in their folds when ``split`` is not test; a bad split.
+        FileNotFoundError: a folder without a finished run.
     """
     options = options or EvalOptions()
     runs = load_members(workdirs)
+    check_split_shared(runs, split)
     members = _member_evaluations(runs, split, options)
     info = runs[0].info
     scores = np.mean([ev.scores for ev in members], axis=0)

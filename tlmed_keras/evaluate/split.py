@@ -12,7 +12,8 @@ from tlmed_keras.data.catalog import SPLITS
 def load_split(
     run: Any, split: str, data_dir: str | None = None, download: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(images uint8, labels)`` of ``split`` of the dataset ``run`` was trained on.
+    """``(images uint8, labels)`` of ``split`` of the dataset ``run`` was trained on; for a
+    cross-fitted run (``--cv_folds``), "train" and "val" are its folds.
 
     Args:
         run: a ``tlmed_keras.train.rundir.Run``.
@@ -29,6 +30,8 @@ def load_split(
 
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}. Accepted: {', '.join(SPLITS)}.")
+    from tlmed_keras.data import folds
+
     config = run.config
     splits = load_arrays(
         config.data,
@@ -37,4 +40,6 @@ def load_split(
         download=config.download if download is None else download,
         verify=config.verify_data,
     )
+    if config.cv_folds:  # the run validated on its fold: so does its "val"
+        splits = folds.cross_fit(splits, config.cv_folds, config.cv_fold)
     return splits[split]

@@ -25,7 +25,9 @@ from tlmed_keras.train.config import Config, fields_help
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}
 for _name, _default, _help in fields_help():
     _DEFINE.get(type(_default), flags.DEFINE_string)(_name, _default, _help)
-flags.DEFINE_string("workdir", "", "Run directory; empty = runs/<data>_<size>/<model>/seed<seed>/.")
+flags.DEFINE_string(
+    "workdir", "", "Run directory; empty = runs/<data>_<size>/<model>/seed<seed>[_fold<K>of<N>]/."
+)
 # Output only, so not a Config field: changing it never makes a run "other flags" to resume.
 flags.DEFINE_enum(
     "verbose",
@@ -43,7 +45,10 @@ def config_from_flags() -> Config:
 
 
 def default_workdir(config: Config) -> str:
-    return os.path.join("runs", f"{config.data}_{config.size}", config.model, f"seed{config.seed}")
+    run = f"seed{config.seed}"
+    if config.cv_folds:  # one run per fold: they must not share (and resume) one directory
+        run += f"_fold{config.cv_fold}of{config.cv_folds}"
+    return os.path.join("runs", f"{config.data}_{config.size}", config.model, run)
 
 
 def main(argv: list[str]) -> None:

@@ -156,6 +156,8 @@ def start_lines(
     norm = resolved.get("normalization", {})
     inner = norm.get("normalization", {})
     splits = " / ".join(f"{k} {v:,}" for k, v in split_sizes.items())
+    if config.cv_folds:
+        splits += f" (val = fold {config.cv_fold} of {config.cv_folds} of train + val)"
     lines = [
         f"run dir     {workdir}",
         f"backend     {backend_reason(config.backend, resolved['backend'])}",

@@ -52,6 +52,13 @@ class Config:
         "(memory when the splits fit comfortably in available RAM; says which and why).",
     )
     seed: int = _field(0, "Seed for weights init, shuffling, dropout and augmentation.")
+    cv_folds: int = _field(
+        0,
+        "Cross-fitting for comparing recipes on small sets: train + val are re-split into this "
+        "many stratified folds (the same folds for every run) and --cv_fold is the validation "
+        "split; the test split is untouched. 0 = the official train / val split.",
+    )
+    cv_fold: int = _field(0, "With --cv_folds=K: which fold (0 to K-1) is the validation split.")
     # Phase 1: a new head on the frozen backbone.
     # Defaults follow flags/recipes/mobilenet_v2_torchvision.cfg (issue #12) where they are
     # not model-specific.
@@ -264,6 +271,19 @@ def check(config: Config) -> None:
         _fail("ordinal_smoothing", config.ordinal_smoothing, "use 0 (off) or a width in grades.")
     if config.data_source not in DATA_SOURCES:
         _fail("data_source", config.data_source, f"accepted: {', '.join(DATA_SOURCES)}.")
+    _check_cross_fitting(config)
+
+
+def _check_cross_fitting(config: Config) -> None:
+    from tlmed_keras.data import folds
+
+    folds.check_fold(config.cv_folds, config.cv_fold)
+    if config.cv_folds and config.data_source == "stream":
+        _fail(
+            "data_source",
+            config.data_source,
+            "--cv_folds re-splits the arrays in memory: use --data_source=memory or auto.",
+        )
 
 
 def _check_minimum(name: str, value: Any, minimum: float | None) -> None:

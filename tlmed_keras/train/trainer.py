@@ -73,9 +73,9 @@ def _load_splits(config: Config, say: Callable[..., None] = print, recorded: str
     labels in memory and images streamed from raw image shards converted once beside the npz;
     ``choice`` says which and why (what ``auto`` picked goes into config.json; a resumed run
     passes it back as ``recorded`` and keeps it)."""
-    from tlmed_keras.data import sources
+    from tlmed_keras.data import folds, sources
 
-    return sources.load(
+    splits, choice = sources.load(
         catalog.get_info(config.data, config.size),
         config.data_dir or None,
         source=config.data_source,
@@ -84,6 +84,18 @@ def _load_splits(config: Config, say: Callable[..., None] = print, recorded: str
         say=say,
         recorded=recorded,
     )
+    if not config.cv_folds:
+        return splits, choice
+    if choice.source != "memory":
+        raise ValueError(
+            f"--cv_folds re-splits the arrays in memory, but {choice.reason}. Cross-fitting is "
+            "for small sets: pass --data_source=memory if they fit, or use the official split."
+        )
+    say(
+        f"cross-fitting: val = fold {config.cv_fold} of {config.cv_folds} of train + val "
+        "(stratified, the same folds for every run); test untouched"
+    )
+    return folds.cross_fit(splits, config.cv_folds, config.cv_fold), choice
 
 
 @dataclasses.dataclass

@@ -1,0 +1,149 @@
+"""Cross-fitted comparison of recipe candidates (issue #12): 5 folds of train + val, not the
+78 / 120 official val images.
+
+    for d in breastmnist retinamnist; do for k in 0 1 2 3 4; do
+      python -m experiments.sweep --flagfiles=flags/recipes/candidates/c1_96px_flip.cfg,... \\
+        --seeds=$k --out=experiments/results/cv/$d/fold$k --nocollect \\
+        --train_args="--data=$d --data_dir=../shared/data/medmnist --cv_folds=5 --cv_fold=$k"
+    done; done
+    python -m experiments.cv_study     # writes experiments/results/cv/cv_candidates.md
+
+Fold k trains with seed k and validates on fold k of train + val (``--cv_folds``); the test
+split is never read here. The decision rule is rule 4 of
+``flags/recipes/mobilenet_v2_torchvision.cfg``, written before any of these runs: the score of
+a (set, fold) cell is (val ACC + val AUC) / 2 of the selected checkpoint (metrics.json "val");
+a candidate's difference to the recipe (c1) is the mean over the 10 paired cells (= the mean
+over the two sets of their fold means); it replaces c1 only if that difference is >= 0.005
+AND >= one standard error of the paired differences (sample sd / sqrt(10)); the largest such
+difference wins. Pooled out-of-fold ACC / AUC (every train + val image scored once) are
+reported beside it, for information.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+from absl import app, flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+OUT = REPO / "experiments" / "results" / "cv"
+DATASETS = ("breastmnist", "retinamnist")
+FOLDS = 5
+REFERENCE = "c1_96px_flip"
+CANDIDATES = ("c3_ema", "c7_llrd")
+MARGIN = 0.005
+
+flags.DEFINE_list("candidates", list(CANDIDATES), "Candidates compared with the reference c1.")
+flags.DEFINE_bool("pooled", True, "Also score the pooled out-of-fold predictions (loads models).")
+FLAGS = flags.FLAGS
+
+
+def run_dir(data: str, candidate: str, fold: int) -> pathlib.Path:
+    return OUT / data / f"fold{fold}" / "runs" / candidate / f"seed{fold}"
+
+
+def cell_scores(data: str, candidate: str) -> list[float] | None:
+    """(val ACC + val AUC) / 2 per fold, or None while a fold is unfinished."""
+    scores = []
+    for fold in range(FOLDS):
+        path = run_dir(data, candidate, fold) / "metrics.json"
+        if not path.is_file():
+            return None
+        val = json.loads(path.read_text())["val"]
+        scores.append((val["acc"] + val["auc"]) / 2)
+    return scores
+
+
+def paired(candidate: str, reference: str = REFERENCE) -> dict | None:
+    """Mean paired difference over the (set, fold) cells, its standard error, the decision."""
+    diffs = []
+    for data in DATASETS:
+        ours, ref = cell_scores(data, candidate), cell_scores(data, reference)
+        if ours is None or ref is None:
+            return None
+        diffs += [a - b for a, b in zip(ours, ref, strict=True)]
+    diffs = np.asarray(diffs)
+    mean, se = float(diffs.mean()), float(diffs.std(ddof=1) / np.sqrt(len(diffs)))
+    return {"diff": mean, "se": se, "clears": mean >= MARGIN and mean >= se}
+
+
+def pooled(data: str, candidate: str) -> tuple[float, float] | None:
+    """ACC and AUC of every train + val image, each scored by the fold model that held it out."""
+    from tlmed_keras import metrics as mm
+    from tlmed_keras.evaluate.report import EvalOptions, evaluate_run
+
+    if cell_scores(data, candidate) is None:
+        return None
+    truths, scores, task = [], [], None
+    for fold in range(FOLDS):
+        ev = evaluate_run(run_dir(data, candidate, fold), "val", EvalOptions(out_dir=None))
+        truths.append(ev.y_true)
+        scores.append(ev.scores)
+        task = ev.task
+    result = mm.evaluate_scores(np.concatenate(truths), np.concatenate(scores), task)
+    return result["acc"], result["auc"]
+
+
+def table(candidates: list[str], with_pooled: bool) -> str:
+    names = [REFERENCE, *candidates]
+    lines = [
+        "# Cross-fitted comparison (5 folds of train + val, seed = fold; validation only)",
+        "",
+        "Per cell: (val ACC + val AUC) / 2 of the selected checkpoint, folds 0-4.",
+        "",
+        "| candidate | data | folds 0-4 | mean | pooled OOF ACC / AUC |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        for data in DATASETS:
+            scores = cell_scores(data, name)
+            if scores is None:
+                lines.append(f"| {name} | {data} | (unfinished) | | |")
+                continue
+            pool = pooled(data, name) if with_pooled else None
+            pool_text = f"{pool[0]:.4f} / {pool[1]:.4f}" if pool else ""
+            folds_text = ", ".join(f"{s:.4f}" for s in scores)
+            mean = np.mean(scores)
+            lines.append(f"| {name} | {data} | {folds_text} | {mean:.4f} | {pool_text} |")
+    lines += ["", f"Paired against {REFERENCE} (10 cells; rule: diff >= {MARGIN} and >= 1 SE):", ""]
+    lines += ["| candidate | mean diff | SE | clears |", "|---|---|---|---|"]
+    for name in candidates:
+        result = paired(name)
+        if result is None:
+            lines.append(f"| {name} | (unfinished) | | |")
+        else:
+            lines.append(
+                f"| {name} | {result['diff']:+.4f} | {result['se']:.4f} | "
+                f"{'yes' if result['clears'] else 'no'} |"
+            )
+    lines += ["", f"Decision: {decision(candidates)}"]
+    return "\n".join(lines) + "\n"
+
+
+def decision(candidates: list[str]) -> str:
+    results = {name: paired(name) for name in candidates}
+    if any(r is None for r in results.values()):
+        return "pending (unfinished runs)."
+    winners = {n: r["diff"] for n, r in results.items() if r["clears"]}
+    if not winners:
+        return f"no candidate clears the rule: the recipe stays {REFERENCE}."
+    best = max(winners, key=winners.get)
+    return f"{best} replaces {REFERENCE} (largest paired gain that clears the rule)."
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if FLAGS.pooled:
+        from tlmed_keras import runtime
+
+        runtime.setup("auto")
+    text = table(FLAGS.candidates, FLAGS.pooled)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "cv_candidates.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
