@@ -1,0 +1,66 @@
+"""experiments.cv_study: paired fold-by-fold differences and rule 4's decision."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import cv_study
+
+
+@pytest.fixture
+def out(tmp_path, monkeypatch):
+    monkeypatch.setattr(cv_study, "OUT", tmp_path)
+    return tmp_path
+
+
+def _write(candidate: str, scores: dict[str, list[float]]) -> None:
+    """metrics.json per fold with val ACC = AUC = the given cell score."""
+    for data, per_fold in scores.items():
+        for fold, score in enumerate(per_fold):
+            folder = cv_study.run_dir(data, candidate, fold)
+            folder.mkdir(parents=True)
+            val = {"acc": score, "auc": score}
+            (folder / "metrics.json").write_text(json.dumps({"val": val}))
+
+
+REF = {"breastmnist": [0.90, 0.91, 0.92, 0.89, 0.90], "retinamnist": [0.66, 0.67, 0.68, 0.65, 0.66]}
+
+
+def _shifted(shifts: list[float]) -> dict[str, list[float]]:
+    cells = REF["breastmnist"] + REF["retinamnist"]
+    moved = [c + s for c, s in zip(cells, shifts, strict=True)]
+    return {"breastmnist": moved[:5], "retinamnist": moved[5:]}
+
+
+def test_paired_difference_and_standard_error(out):
+    _write(cv_study.REFERENCE, REF)
+    shifts = [0.01, 0.02, 0.0, 0.03, 0.01, 0.02, -0.01, 0.01, 0.02, 0.0]
+    _write("good", _shifted(shifts))
+    result = cv_study.paired("good")
+    assert result["diff"] == pytest.approx(np.mean(shifts))
+    assert result["se"] == pytest.approx(np.std(shifts, ddof=1) / np.sqrt(10))
+    assert result["clears"]
+    assert cv_study.decision(["good"]).startswith("good replaces c1_96px_flip")
+
+
+def test_a_noisy_or_small_gain_does_not_clear(out):
+    _write(cv_study.REFERENCE, REF)
+    _write("small", _shifted([0.004] * 10))  # below the 0.005 margin
+    _write("noisy", _shifted([0.1, -0.08] * 5))  # mean 0.01 < its SE
+    assert not cv_study.paired("small")["clears"]
+    noisy = cv_study.paired("noisy")
+    assert noisy["diff"] > cv_study.MARGIN and not noisy["clears"]
+    assert cv_study.decision(["small", "noisy"]).startswith("no candidate clears")
+
+
+def test_unfinished_folds_leave_the_decision_pending(out):
+    _write(cv_study.REFERENCE, REF)
+    partial = _shifted([0.05] * 10)
+    partial["retinamnist"] = partial["retinamnist"][:4]
+    _write("partial", partial)
+    assert cv_study.paired("partial") is None
+    assert cv_study.decision(["partial"]).startswith("pending")
+    assert "(unfinished)" in cv_study.table(["partial"], with_pooled=False)
