@@ -63,7 +63,7 @@ def test_multilabel_rows_are_stratified_by_label_combination():
 
 
 def test_cross_fit_covers_train_and_val_once_and_keeps_test():
-    splits = _splits(_labels({0: 30, 1: 12}), _labels({0: 6, 1: 4}, seed=1))
+    splits = _splits(_labels({0: 30, 1: 12}), _labels({0: 6, 1: 4}, seed=1), "breastmnist")
     seen = []
     for fold in range(3):
         fit = folds.cross_fit(splits, 3, fold)
@@ -90,6 +90,29 @@ def test_bad_folds_are_refused_by_name():
     tiny = _splits(_labels({0: 2}), _labels({0: 1}))
     with pytest.raises(ValueError, match="only 3 train \\+ val images"):
         folds.cross_fit(tiny, 4, 0)
+
+
+def test_a_class_rarer_than_the_folds_is_refused_by_name():
+    """Every validation fold must hold every class, or its AUC is undefined."""
+    train = _labels({0: 30, 1: 3, 2: 20, 3: 6, 4: 6})
+    splits = _splits(train, _labels({0: 5, 1: 1, 2: 5, 3: 2, 4: 2}), "retinamnist")
+    folds.cross_fit(splits, 4, 0)  # 4 images of grade 1: one per fold
+    name = catalog.get_info("retinamnist").label_names[1]
+    with pytest.raises(ValueError, match=rf"--cv_folds=5: .*'{name}' \(4\) has fewer .*<= 4"):
+        folds.cross_fit(splits, 5, 0)
+
+
+def test_multilabel_needs_positives_and_negatives_in_every_fold():
+    info = catalog.get_info("chestmnist")
+    labels = np.zeros((40, info.num_classes), np.uint8)
+    labels[:, 0] = 1  # label 0: no negatives at all
+    labels[:2, 1] = 1  # label 1: 2 positives
+    labels[:, 2:] = np.arange(40)[:, None] % 2
+    splits = _splits(labels[:30], labels[30:], name="chestmnist")
+    with pytest.raises(
+        ValueError, match=r"'atelectasis' \(0\), 'cardiomegaly' \(2\) have .*Use the official split"
+    ):
+        folds.cross_fit(splits, 3, 0)
 
 
 def test_official_breastmnist_folds_hold_both_classes(medmnist_dir):

@@ -60,8 +60,9 @@ def cross_fit(splits: Splits, folds: int, fold: int) -> Splits:
     "train" (in their original order); "test" is passed through untouched.
 
     Raises:
-        ValueError: bad ``folds`` / ``fold`` (``check_fold``), or fewer train + val images
-            than folds.
+        ValueError: bad ``folds`` / ``fold`` (``check_fold``), fewer train + val images than
+            folds, or a class (multi-label: a label's positives or negatives) with fewer
+            images than folds, which would leave a fold whose AUC is undefined.
     """
     check_fold(folds, fold)
     images = np.concatenate([splits["train"][0], splits["val"][0]])
@@ -71,6 +72,7 @@ def cross_fit(splits: Splits, folds: int, fold: int) -> Splits:
             f"Bad --cv_folds={folds}: {splits.info.name} has only {len(labels)} train + val "
             "images; use fewer folds."
         )
+    _check_every_fold_scores_auc(labels, folds, splits.info)
     held_out = fold_ids(labels, folds) == fold
     arrays = {
         "train": (images[~held_out], labels[~held_out]),
@@ -78,3 +80,23 @@ def cross_fit(splits: Splits, folds: int, fold: int) -> Splits:
         "test": splits["test"],
     }
     return Splits(arrays, splits.info, splits.path)
+
+
+def _check_every_fold_scores_auc(labels: np.ndarray, folds: int, info) -> None:
+    """Stratification puts each class in every fold only if it has >= ``folds`` images."""
+    rows = np.asarray(labels).reshape(len(labels), -1).astype(np.int64)
+    if info.is_multilabel:
+        positives = rows.sum(0)
+        counts = np.minimum(positives, len(rows) - positives)
+    else:
+        counts = np.bincount(rows[:, 0], minlength=info.num_classes)
+    scarce = [(name, int(n)) for name, n in zip(info.label_names, counts, strict=True) if n < folds]
+    if scarce:
+        named = ", ".join(f"{name!r} ({n})" for name, n in scarce)
+        limit = min(n for _, n in scarce)
+        fix = f"Use --cv_folds <= {limit}." if limit >= 2 else "Use the official split."
+        raise ValueError(
+            f"Bad --cv_folds={folds}: in {info.name}'s train + val, {named} "
+            f"{'has' if len(scarce) == 1 else 'have'} fewer images than folds, so a validation "
+            f"fold would lack it and its AUC be undefined. {fix}"
+        )
