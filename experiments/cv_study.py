@@ -78,7 +78,7 @@ def pooled(data: str, candidate: str) -> tuple[float, float] | None:
         return None
     truths, scores, task = [], [], None
     for fold in range(FOLDS):
-        ev = evaluate_run(run_dir(data, candidate, fold), "val", EvalOptions(out_dir=None))
+        ev = evaluate_run(run_dir(data, candidate, fold), "val", EvalOptions()).evaluation
         truths.append(ev.y_true)
         scores.append(ev.scores)
         task = ev.task
@@ -136,9 +136,12 @@ def decision(candidates: list[str]) -> str:
 def main(argv: list[str]) -> None:
     del argv
     if FLAGS.pooled:
+        from absl import logging
+
         from tlmed_keras import runtime
 
         runtime.setup("auto")
+        logging.set_verbosity(logging.ERROR)  # one predict function per fold model: retracing
     text = table(FLAGS.candidates, FLAGS.pooled)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "cv_candidates.md").write_text(text)
