@@ -32,7 +32,7 @@ OUT = REPO / "experiments" / "results" / "cv"
 DATASETS = ("breastmnist", "retinamnist")
 FOLDS = 5
 REFERENCE = "c1_96px_flip"
-CANDIDATES = ("c3_ema", "c7_llrd")
+CANDIDATES = ("c3_ema", "c7_llrd", "c9_112px")
 MARGIN = 0.005
 
 flags.DEFINE_list("candidates", list(CANDIDATES), "Candidates compared with the reference c1.")
@@ -130,7 +130,11 @@ def decision(candidates: list[str]) -> str:
     if not winners:
         return f"no candidate clears the rule: the recipe stays {REFERENCE}."
     best = max(winners, key=winners.get)
-    return f"{best} replaces {REFERENCE} (largest paired gain that clears the rule)."
+    return (
+        f"{best} clears the score (largest paired gain that clears it); it replaces "
+        f"{REFERENCE} only if its rule's other conditions hold too (the time budget: "
+        "experiments/recipe_budget.py, results/recipe/budget.jsonl)."
+    )
 
 
 def main(argv: list[str]) -> None:

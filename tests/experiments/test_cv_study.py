@@ -43,7 +43,7 @@ def test_paired_difference_and_standard_error(out):
     assert result["diff"] == pytest.approx(np.mean(shifts))
     assert result["se"] == pytest.approx(np.std(shifts, ddof=1) / np.sqrt(10))
     assert result["clears"]
-    assert cv_study.decision(["good"]).startswith("good replaces c1_96px_flip")
+    assert cv_study.decision(["good"]).startswith("good clears the score")
 
 
 def test_a_noisy_or_small_gain_does_not_clear(out):
