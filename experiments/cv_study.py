@@ -25,7 +25,9 @@ import json
 import pathlib
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from tlmed_keras import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 OUT = REPO / "experiments" / "results" / "cv"
@@ -153,4 +155,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, prog="experiments.cv_study")

@@ -22,8 +22,9 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from tlmed_keras import cli
 from tlmed_keras.data import catalog
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -99,4 +100,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, prog="experiments.recipe_budget")
