@@ -71,13 +71,12 @@ def paired(candidate: str, reference: str = REFERENCE) -> dict | None:
     return {"diff": mean, "se": se, "clears": mean >= MARGIN and mean >= se}
 
 
-def pooled(data: str, candidate: str) -> tuple[float, float] | None:
-    """ACC and AUC of every train + val image, each scored by the fold model that held it out."""
+def pooled(data: str, candidate: str) -> tuple[float, float]:
+    """ACC and AUC of every train + val image, each scored by the fold model that held it out
+    (every fold's run must be finished)."""
     from tlmed_keras import metrics as mm
     from tlmed_keras.evaluate.report import EvalOptions, evaluate_run
 
-    if cell_scores(data, candidate) is None:
-        return None
     truths, scores, task = [], [], None
     for fold in range(FOLDS):
         ev = evaluate_run(run_dir(data, candidate, fold), "val", EvalOptions()).evaluation
