@@ -32,6 +32,7 @@ RECIPE = REPO / "flags" / "recipes" / "mobilenet_v2_torchvision.cfg"
 LOG = REPO / "experiments" / "results" / "recipe" / "budget.jsonl"
 BUDGET_S = 12 * 60
 DATA = "pneumoniamnist"
+SWITCHES = ("TLMED_KERAS_FUSED_BN", "TLMED_KERAS_FOLD")
 
 flags.DEFINE_integer("train_images", 5000, "Training split size of the synthetic set.")
 flags.DEFINE_integer("image_size", 0, "Override the recipe's --image_size; 0 keeps it.")
@@ -76,6 +77,13 @@ def timed_run(flagfile: str, data_dir: pathlib.Path, workdir: pathlib.Path, imag
     return time.perf_counter() - start
 
 
+def _commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    )
+    return done.stdout.strip() or "unknown"
+
+
 def main(argv: list[str]) -> None:
     del argv
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,6 +91,7 @@ def main(argv: list[str]) -> None:
         synthetic_npz(tmp, FLAGS.train_images)
         load_before = os.getloadavg()[0]
         wall = timed_run(FLAGS.flagfile_path, tmp, tmp / "run", FLAGS.image_size)
+        timings = json.loads((tmp / "run" / "metrics.json").read_text())["timings"]
     record = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "flagfile": os.path.relpath(FLAGS.flagfile_path, REPO),
@@ -92,6 +101,10 @@ def main(argv: list[str]) -> None:
         "within_12_min": wall <= BUDGET_S,
         "load_avg_1min_before": round(load_before, 2),
         "cpus": os.cpu_count(),
+        "timings": timings,  # the run's own: seconds per phase, final evaluation, session
+        "commit": _commit(),
+        # The TensorFlow routing switches (models.route_layers), for before/after runs.
+        "switches": {k: os.environ.get(k, "1") for k in SWITCHES},
     }
     LOG.parent.mkdir(parents=True, exist_ok=True)
     with open(LOG, "a") as f:

@@ -14,7 +14,8 @@ PyTorch user runs; local: the hand-written modules of ``torch_models.py``), amp=
 omp=passive|active (OMP_WAIT_POLICY: torch's spinning OpenMP threads collapse when the
 machine is oversubscribed; passive makes a fair reference under contention)),
 ``bench`` (the headline of issue #14: ``tlmed_keras.bench --target=train``'s pipeline-fed rate,
-the trainer's own model, step and data; keys fused_bn=0|1, mp=1; models mobilenetv2 =
+the trainer's own model, step and data; keys fused_bn=0|1, fold=0|1 (``TLMED_KERAS_FOLD``),
+bn=frozen|train (default: train, random weights), mp=1; models mobilenetv2 =
 ``mobilenet_v2_torchvision``, resnet50 = ``resnet50``), ``keras-tf``, ``keras-jax`` or
 ``keras-torch``
 (keys: feed=fit|tob, jit=true|false|auto, spe=N, threads=N (intra-op), inter=N, onednn=0|1,
@@ -255,10 +256,14 @@ def keras_worker(framework: str, model_name: str, opts: dict, steps: int, warmup
 def bench_worker(model_name: str, opts: dict, steps: int, warmup: int) -> dict:
     """``python -m tlmed_keras.bench --target=train``'s measurement, in this process: the
     trainer's model, compiled step and pipeline. Keys: fused_bn=0|1 (the
-    ``TLMED_KERAS_FUSED_BN`` switch), mp=1 (``--train_mixed_precision``)."""
+    ``TLMED_KERAS_FUSED_BN`` switch), fold=0|1 (``TLMED_KERAS_FOLD``), bn=frozen|train
+    (``--train_batchnorm``; frozen is how the trainer fine-tunes pretrained weights),
+    mp=1 (``--train_mixed_precision``)."""
     sys.path.insert(0, str(REPO))
     if "fused_bn" in opts:  # read when the model is built
         os.environ["TLMED_KERAS_FUSED_BN"] = str(opts["fused_bn"])
+    if "fold" in opts:
+        os.environ["TLMED_KERAS_FOLD"] = str(opts["fold"])
     from tlmed_keras import runtime
 
     runtime.setup("tensorflow")
@@ -272,6 +277,7 @@ def bench_worker(model_name: str, opts: dict, steps: int, warmup: int) -> dict:
         steps=steps,
         warmup_steps=warmup,
         mixed_precision=opts.get("mp", "0") == "1",
+        batchnorm=opts.get("bn", "train"),
         say=lambda *a: None,
     )
     rate = result["pipeline_images_per_s"]

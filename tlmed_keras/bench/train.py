@@ -42,6 +42,13 @@ def define_flags() -> None:
         "train_weights", "none", "target=train: backbone weights (none, imagenet or a file)."
     )
     flags.DEFINE_bool("train_mixed_precision", False, "target=train: mixed_bfloat16 compute.")
+    flags.DEFINE_enum(
+        "train_batchnorm",
+        "auto",
+        ["auto", "frozen", "train"],
+        "target=train: the trainer's --batchnorm (auto: train from random weights, frozen "
+        "from pretrained ones, as fine-tuning runs it).",
+    )
 
 
 _DEFAULT_SOURCE_SIZE = 28
@@ -132,6 +139,7 @@ def benchmark(
     weights: str = "none",
     augment: str = "none",
     mixed_precision: bool = False,
+    batchnorm: str = "auto",
     data_source: str = "memory",
     registry=None,
     say=print,
@@ -172,6 +180,7 @@ def benchmark(
             batch_size=batch_size,
             augment=augment or "none",
             mixed_precision=mixed_precision,
+            batchnorm=batchnorm,
             distribute="none",
             data_source=data_source,
         )
@@ -238,6 +247,7 @@ def run() -> tuple[str, float]:
             weights=f.train_weights,
             augment=f.augment or "none",
             mixed_precision=f.train_mixed_precision,
+            batchnorm=f.train_batchnorm,
             data_source=f.data_source,
         )
     except ValueError as e:

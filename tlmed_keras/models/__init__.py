@@ -25,6 +25,7 @@ REGISTRY_API = (
     "model_names",
     "normalization_of",
     "register_layers",
+    "route_layers",
     "set_trainable",
 )
 

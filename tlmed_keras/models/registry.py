@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from tlmed_keras.data.preprocess import Normalization, get_normalization
-from tlmed_keras.models import REGISTRY_API, batch_norm
+from tlmed_keras.models import REGISTRY_API, batch_norm, folding
 from tlmed_keras.models import spec as spec_module
 from tlmed_keras.models.spec import ModelSpec, WeightsUnavailableError  # noqa: F401 (API)
 
@@ -38,7 +38,7 @@ TRAINABLE_MODES = ("frozen", "all", "an int N (top N blocks)")
 
 # Every module of this package registers its backbones on import (see ``spec.register``),
 # except these, which are the zoo's machinery. A new family file needs no line here.
-_NOT_FAMILIES = frozenset({"__main__", "batch_norm", "registry", "spec"})
+_NOT_FAMILIES = frozenset({"__main__", "batch_norm", "folding", "registry", "spec"})
 # The order ``models --list`` has always shown; other family modules follow alphabetically.
 _LISTING_ORDER = (
     "keras_apps",
@@ -118,9 +118,24 @@ def parse_weights(weights: str | os.PathLike | None) -> str | pathlib.Path | Non
 
 def _build(spec: ModelSpec, size: int, weights, include_top: bool) -> keras.Model:
     model = _build_unfused(spec, size, weights, include_top)
-    # TensorFlow backend: BatchNormalization through the fused kernel (issue #14).
-    batch_norm.fuse_batch_norm(model)
+    route_layers(model)
     return model
+
+
+def route_layers(model: keras.Model) -> dict[str, int]:
+    """Routes ``model``'s layers (in place) through the faster TensorFlow kernels: batch
+    norm through the fused kernel (``batch_norm``, issue #14), then convolutions absorbing
+    the inference-mode batch norm / zero padding next to them and 1x1 convolutions as
+    MatMuls (``folding``). Same variables, classes and saved files; the same results up to
+    float rounding. On other backends nothing changes. Every built model gets it; call it
+    on a model loaded from a file (``keras.saving.load_model``) to get it there too.
+
+    Returns:
+        How many layers of each kind were routed.
+    """
+    return {"fused_batch_norm": batch_norm.fuse_batch_norm(model)} | folding.fold_convolutions(
+        model
+    )
 
 
 def _build_unfused(spec: ModelSpec, size: int, weights, include_top: bool) -> keras.Model:
@@ -299,6 +314,10 @@ def set_trainable(
         backbone.trainable = False
         return
     backbone.trainable = True
+    # Keras' setter does not always reach a sublayer frozen on its own (a BN frozen by an
+    # earlier call stays frozen): set every layer, so the result never depends on the past.
+    for layer in _sublayers(backbone):
+        layer.trainable = True
     if mode != "all":
         _freeze_below_top(backbone, blocks, mode)
     if not freeze_batch_norm:

@@ -433,12 +433,13 @@ def load_run(workdir: os.PathLike | str) -> Run:
     from tlmed_keras.data.preprocess import Preprocess
 
     run = check_finished_run(workdir)
-    from tlmed_keras.models import register_layers
+    from tlmed_keras.models import register_layers, route_layers
 
     register_layers()  # model.keras may hold our own layers (AlexNet, BEiT, ...)
     resolved = run.read_config()
     config = Config.from_dict(resolved)
     model = _load_model(run.path(MODEL_FILE))
+    route_layers(model)  # the trainer's fast kernels (TensorFlow), for evaluate and export
     preprocess = Preprocess.from_config(resolved["normalization"])
     info = catalog.get_info(config.data, config.size)
     metrics = run.read_metrics() if run.path(METRICS_FILE).is_file() else None
