@@ -15,7 +15,7 @@ from tlmed_keras import metrics as mm
 from tlmed_keras._medmnist import evaluator_module
 from tlmed_keras.data import load_arrays
 from tlmed_keras.train import losses, rundir, trainer
-from tlmed_keras.train.trainer import predict_logits, train_and_evaluate
+from tlmed_keras.train.trainer import balanced_batch, predict_logits, train_and_evaluate
 
 
 def _snapshot(model) -> dict[str, np.ndarray]:
@@ -293,3 +293,24 @@ def test_ordinal_smoothing_acts_on_ordinal_tasks_only(tiny_config, data, ordinal
     for loss in (setup.loss, setup.val_loss):
         got = keras.ops.convert_to_numpy(loss(keras.ops.convert_to_tensor(y), logits))
         np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("n", "eval_batch", "devices", "expected"),
+    [
+        (524, 256, 1, 175),  # 3 batches either way; 1 padded image instead of 244
+        (78, 256, 1, 78),  # one batch, no padding
+        (16, 5, 1, 4),  # 4 batches of 4
+        (512, 256, 1, 256),  # already whole batches
+        (10, 8, 4, 8),  # a multiple of the devices: 2 batches of 8 (the old rule: 2 of 8)
+        (1, 256, 2, 2),
+    ],
+)
+def test_balanced_batch_pads_the_least(n, eval_batch, devices, expected):
+    batch = balanced_batch(n, eval_batch, devices)
+    assert batch == expected
+    assert batch <= eval_batch and batch % devices == 0
+    # As few batches as eval_batch allows, and less padding than one image per batch/device.
+    batches = -(-n // batch)
+    assert batches == max(1, -(-n // eval_batch))
+    assert batches * batch - n < batches * devices

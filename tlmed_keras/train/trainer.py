@@ -237,15 +237,26 @@ def _train_dataset(config: Config, s: _Setup, epoch: int):
     return dataset.repeat() if hosts > 1 else dataset
 
 
+def balanced_batch(n: int, eval_batch: int, devices: int = 1) -> int:
+    """The batch size that predicts ``n`` images in as few batches as ``eval_batch`` allows,
+    with the least padding: e.g. 524 images at most 256 a batch -> 3 batches of 175 (1 padded
+    image) rather than 3 of 256 (244 padded images computed for nothing). A multiple of
+    ``devices`` (``eval_batch`` is one)."""
+    batches = max(1, -(-n // eval_batch))
+    per_batch = -(-n // batches)
+    return -(-per_batch // devices) * devices
+
+
 def predict_logits(model, images, labels, s: _Setup) -> np.ndarray:
     """Logits of a whole split, in order. The split is padded to whole batches (repeating
     an image) so every batch has one shape: one compilation, and batches that split
-    evenly over devices; the padding is cut off. The padding is by row index (in memory)
-    or by record (streamed): the split itself is never copied."""
+    evenly over devices; the padding (less than one image per batch and device,
+    ``balanced_batch``) is cut off. The padding is by row index (in memory) or by record
+    (streamed): the split itself is never copied."""
     from tlmed_keras.data import pipeline
 
     n = len(images)
-    batch = min(s.eval_batch, -(-n // s.devices) * s.devices)
+    batch = balanced_batch(n, s.eval_batch, s.devices)
     pad = (-n) % batch
     options = pipeline.PipelineOptions(batch_size=batch, preprocess=s.preprocess, training=False)
     if isinstance(images, np.ndarray):
