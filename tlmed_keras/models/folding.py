@@ -103,8 +103,8 @@ def _training_context():
     Keras treats as inference, when unset)."""
     try:
         from keras.src.backend.common import global_state
-    except ImportError:  # another Keras layout: only frozen batch norm gets folded
-        return None
+    except ImportError:  # another Keras layout: assume training, so only frozen BN folds
+        return True
     context = global_state.get_global_attribute("current_call_ctx")
     return None if context is None else context.get_value("training")
 
