@@ -94,8 +94,15 @@ def fuse_layer(layer: keras.layers.BatchNormalization) -> None:
     layer.call = functools.partial(fused_call, layer)
 
 
-def is_fused(layer) -> bool:
+def is_routed(layer) -> bool:
+    """Whether ``layer.call`` was replaced in place (here, or by ``folding``): a partial."""
     return isinstance(getattr(layer, "call", None), functools.partial)
+
+
+def is_fused(layer) -> bool:
+    # A batch norm's call is only ever replaced by fused_call or by folding's call, which
+    # runs fused_call whenever the batch norm is not folded away.
+    return is_routed(layer)
 
 
 def fuse_batch_norm(model: keras.Model) -> int:

@@ -193,10 +193,6 @@ def _linear(conv) -> bool:
     return conv.activation in (None, keras.activations.linear)
 
 
-def _routed(layer) -> bool:
-    return isinstance(getattr(layer, "call", None), functools.partial)
-
-
 def _called_once(layer) -> bool:
     return len(layer._inbound_nodes) == 1
 
@@ -222,7 +218,7 @@ def _only_producer(layer):
 def _routable_conv(layer) -> bool:
     return (
         isinstance(layer, _CONVOLUTIONS)
-        and not _routed(layer)
+        and not batch_norm.is_routed(layer)
         and layer.data_format == "channels_last"
         and getattr(layer, "quantization_mode", None) is None
     )
@@ -234,7 +230,7 @@ def _absorbed_padding(conv):
     if (
         conv.padding == "valid"
         and isinstance(pad, keras.layers.ZeroPadding2D)
-        and not _routed(pad)
+        and not batch_norm.is_routed(pad)
         and _only_consumer(pad) is conv
         and pad.data_format == "channels_last"
     ):
@@ -249,7 +245,6 @@ def _absorbed_batch_norm(conv):
     if (
         isinstance(bn, keras.layers.BatchNormalization)
         and batch_norm.is_fused(bn)
-        and not _routed_by_folding(bn)
         and _called_once(bn)
         and not bn.renorm
         and not getattr(bn, "synchronized", False)
@@ -257,10 +252,6 @@ def _absorbed_batch_norm(conv):
     ):
         return bn
     return None
-
-
-def _routed_by_folding(bn) -> bool:
-    return getattr(bn.call, "func", None) is folded_bn_call
 
 
 def _plan(model) -> dict:
