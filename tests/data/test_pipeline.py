@@ -242,3 +242,25 @@ def test_basic_without_flip_keeps_the_rest_of_basic():
     np.testing.assert_allclose(without.numpy(), with_flip.numpy(), atol=1e-4)
     assert not np.allclose(without.numpy(), symmetric.numpy())  # the rest still acts
     assert make_augmenter("flip", mirror=False) is None
+
+
+def test_in_memory_pipeline_runs_without_the_autotuner_and_gives_the_same_batches(
+    breast, monkeypatch
+):
+    """The autotuner's thread made every fit/predict return wait 0-17 s (pipeline.
+    without_autotuning); switched off, the batches are the same, in the same order."""
+    images, labels = breast["val"]
+    info = catalog.get_info("breastmnist")
+    options = PipelineOptions(
+        batch_size=16, preprocess=Preprocess(32), training=True, seed=3, augment="flip"
+    )
+    plain = make_dataset(images, labels, info=info, options=options)
+    assert plain.options().autotune.enabled is False
+    monkeypatch.setenv("TLMED_KERAS_DATA_AUTOTUNE", "1")
+    tuned = make_dataset(images, labels, info=info, options=options)
+    assert tuned.options().autotune.enabled is not False
+    x_plain, y_plain = _collect(plain)
+    x_tuned, y_tuned = _collect(tuned)
+    assert len(x_plain) == len(images)
+    np.testing.assert_array_equal(x_plain, x_tuned)
+    np.testing.assert_array_equal(y_plain, y_tuned)

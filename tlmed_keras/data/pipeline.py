@@ -172,6 +172,25 @@ def _finish(
     return batches.enumerate().map(transform, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
+def without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` with tf.data's autotuning off: parallel calls as many as the tf.data
+    thread pool's threads (the CPU count), fixed prefetch buffers.
+
+    The autotuner's model thread re-optimises the pipeline while training runs, on the same
+    cores; when the iterator is destroyed (at each ``fit`` / ``predict`` return: the trainer
+    runs one epoch per ``fit``) the main thread waits for an optimisation in progress to
+    finish: 0-17 s per epoch measured, about half the epochs, on 2 cores with a 5,000-image
+    split at 112 px (experiments/cpu_speed/README.md, "Autotuner teardown"). The in-memory
+    pipeline does a few ms of work per batch, so there is nothing for it to tune.
+    ``TLMED_KERAS_DATA_AUTOTUNE=1`` turns it back on (for measurements).
+    """
+    if os.environ.get("TLMED_KERAS_DATA_AUTOTUNE", "0") == "1":
+        return dataset
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def _gather_rows(images: np.ndarray):
     """``rows -> images[rows]`` inside tf.data, read straight from the numpy array.
 
@@ -233,7 +252,7 @@ def make_dataset(
     batches = order.batch(options.batch_size, drop_remainder=options.drop_remainder).map(
         lambda r: (gather(r), tf.gather(all_labels, r)), num_parallel_calls=AUTOTUNE
     )
-    return _finish(batches, options, info)
+    return without_autotuning(_finish(batches, options, info))
 
 
 def make_dataset_from_tfds(
