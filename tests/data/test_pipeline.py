@@ -247,7 +247,7 @@ def test_basic_without_flip_keeps_the_rest_of_basic():
 def test_in_memory_pipeline_runs_without_the_autotuner_and_gives_the_same_batches(
     breast, monkeypatch
 ):
-    """The autotuner's thread made every fit/predict return wait 0-17 s (pipeline.
+    """The autotuner's thread made every fit/predict return wait 0-18 s (pipeline.
     without_autotuning); switched off, the batches are the same, in the same order."""
     images, labels = breast["val"]
     info = catalog.get_info("breastmnist")

@@ -179,7 +179,7 @@ def without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
     The autotuner's model thread re-optimises the pipeline while training runs, on the same
     cores; when the iterator is destroyed (at each ``fit`` / ``predict`` return: the trainer
     runs one epoch per ``fit``) the main thread waits for an optimisation in progress to
-    finish: 0-17 s per epoch measured, about half the epochs, on 2 cores with a 5,000-image
+    finish: 0-18 s per epoch measured, about half the epochs, on 2 cores with a 5,000-image
     split at 112 px (experiments/cpu_speed/README.md, "Autotuner teardown"). The in-memory
     pipeline does a few ms of work per batch, so there is nothing for it to tune.
     ``TLMED_KERAS_DATA_AUTOTUNE=1`` turns it back on (for measurements).
