@@ -35,6 +35,7 @@ EARLIER = {
     ("c2_128px_basic_ls", "retinamnist"): ("realdata_retina_tuning", "basic_ls0.1_128px"),
 }
 CANDIDATES = ("c1_96px_flip", "c2_128px_basic_ls")
+FIRST_CHOICE = "c1_96px_flip"  # chosen by rule 1; its files keep the plain names
 # Published test numbers from 28 px inputs (ACC, AUC); see the issue and experiments/references.
 PUBLISHED = {
     "breastmnist": {
@@ -59,13 +60,20 @@ RECIPE_REFERENCES = {"c1 (earlier sweeps)": 0.7986, "c1 (fresh final runs)": 0.7
 flags.DEFINE_enum(
     "stage",
     "val",
-    ["val", "later", "test"],
+    ["val", "later", "tta", "test"],
     "val: choices on validation; later: score a later --candidate (e.g. c3_ema) on validation "
-    "against the recipe's references, as a section of val_candidates.md; test: table.",
+    "against the recipe's references, as a section of val_candidates.md; tta: rule 2 on "
+    "--candidate's final runs (val only); test: table.",
 )
 flags.DEFINE_string("candidate", "c2_128px_basic_ls", "The chosen candidate (test stage, TTA).")
 flags.DEFINE_enum("tta", "flip", ["none", "flip"], "The TTA chosen on val (test stage).")
 FLAGS = flags.FLAGS
+
+
+def out_file(stem: str, suffix: str, candidate: str) -> pathlib.Path:
+    """``val_tta.md``, ``results.md`` / ``.csv`` of the first choice (c1); a later winner's
+    (rule 4) get its name, e.g. ``results_c9_112px.md``, so c1's stay beside them."""
+    return OUT / (f"{stem}{suffix}" if candidate == FIRST_CHOICE else f"{stem}_{candidate}{suffix}")
 
 
 def run_dir(data: str, candidate: str, seed: int) -> pathlib.Path:
@@ -194,7 +202,7 @@ def stage_val_tta(candidate: str) -> None:
         "",
         f"Mean (val ACC + val AUC) / 2: none {none:.4f}, flip {flip:.4f} -> **--tta={chosen}**",
     ]
-    (OUT / "val_tta.md").write_text("\n".join(lines) + "\n")
+    out_file("val_tta", ".md", candidate).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -214,7 +222,7 @@ def stage_test(candidate: str, tta: str) -> None:
                 f"| {data} | {mode} | {_mean_sd([e.acc for e in single])} | "
                 f"{_mean_sd([e.auc for e in single])} | {ens.acc:.3f} | {ens.auc:.3f} |"
             )
-    with open(OUT / "results.csv", "w", newline="") as f:
+    with open(out_file("results", ".csv", candidate), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["data", "tta", "what", "acc", "auc"])
         writer.writeheader()
         writer.writerows(rows)
@@ -228,7 +236,7 @@ def stage_test(candidate: str, tta: str) -> None:
     for data, refs in PUBLISHED.items():
         pub += [f"- {data}: " + "; ".join(f"{k} {a:.3f} / {u:.3f}" for k, (a, u) in refs.items())]
     text = "\n".join(head + lines + pub) + "\n"
-    (OUT / "results.md").write_text(text)
+    out_file("results", ".md", candidate).write_text(text)
     print(text)
 
 
@@ -241,6 +249,8 @@ def main(argv) -> None:
             stage_val_tta(FLAGS.candidate)
     elif FLAGS.stage == "later":
         stage_later(FLAGS.candidate)
+    elif FLAGS.stage == "tta":
+        stage_val_tta(FLAGS.candidate)
     else:
         stage_test(FLAGS.candidate, FLAGS.tta)
 

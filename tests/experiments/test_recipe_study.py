@@ -54,3 +54,9 @@ def test_later_candidate_with_missing_runs_has_no_score(out):
     text = (out / "val_candidates.md").read_text()
     assert "| retinamnist | missing (seeds done: none) | | |" in text
     assert "- c9:" not in text and "bar" not in text
+
+
+def test_a_later_winner_gets_its_own_result_files_beside_the_first_choice(out):
+    assert recipe_study.out_file("results", ".md", "c1_96px_flip") == out / "results.md"
+    assert recipe_study.out_file("val_tta", ".md", "c9_112px") == out / "val_tta_c9_112px.md"
+    assert recipe_study.out_file("results", ".csv", "c9_112px") == out / "results_c9_112px.csv"
