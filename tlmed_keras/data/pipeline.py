@@ -173,15 +173,15 @@ def _finish(
 
 
 def without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """``dataset`` with tf.data's autotuning off: parallel calls as many as the tf.data
-    thread pool's threads (the CPU count), fixed prefetch buffers.
+    """``dataset`` with tf.data's autotuning off (its ``AUTOTUNE`` parallelism and buffer
+    sizes then take TensorFlow's fixed defaults instead of tuned ones).
 
     The autotuner's model thread re-optimises the pipeline while training runs, on the same
     cores; when the iterator is destroyed (at each ``fit`` / ``predict`` return: the trainer
     runs one epoch per ``fit``) the main thread waits for an optimisation in progress to
     finish: 0-18 s per epoch measured, about half the epochs, on 2 cores with a 5,000-image
-    split at 112 px (experiments/cpu_speed/README.md, "Autotuner teardown"). The in-memory
-    pipeline does a few ms of work per batch, so there is nothing for it to tune.
+    split at 112 px (experiments/cpu_speed/README.md, "the tf.data autotuner's teardown").
+    The in-memory pipeline does a few ms of work per batch, so there is nothing to tune.
     ``TLMED_KERAS_DATA_AUTOTUNE=1`` turns it back on (for measurements).
     """
     if os.environ.get("TLMED_KERAS_DATA_AUTOTUNE", "0") == "1":
