@@ -221,7 +221,7 @@ def _extra_flags(command: str) -> dict[str, str]:
 def _finished(run: sweep_runs.Run, result: RunResult, status: dict) -> RunResult:
     try:
         metrics = json.loads((run.workdir / sweep_runs.METRICS_FILE).read_text())
-        test, val = metrics["test"], metrics.get("val", {})
+        test, val = metrics["test"] or {}, metrics.get("val", {})  # None: a cross-fitting fold
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         result.state = "failed"
         result.error = f"DONE is there but metrics.json is unreadable: {e!r}"

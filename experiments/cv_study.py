@@ -8,15 +8,20 @@
     done; done
     python -m experiments.cv_study     # writes experiments/results/cv/cv_candidates.md
 
+Rule 5 (the same test, c9 as the reference, both rerun at one commit in their own root):
+
+    python -m experiments.cv_study --root=experiments/results/cv_rule5 \
+        --reference=c9_112px --candidates=c11_128px_head1
+
 Fold k trains with seed k and validates on fold k of train + val (``--cv_folds``); the test
-split is never read here. The decision rule is rule 4 of
-``flags/recipes/mobilenet_v2_torchvision.cfg``, written before any of these runs: the score of
+split is never read here. The decision rules are rules 4 and 5 of
+``flags/recipes/mobilenet_v2_torchvision.cfg``, written before any of their runs: the score of
 a (set, fold) cell is (val ACC + val AUC) / 2 of the selected checkpoint (metrics.json "val");
-a candidate's difference to the recipe (c1) is the mean over the 10 paired cells (= the mean
-over the two sets of their fold means); it replaces c1 only if that difference is >= 0.005
-AND >= one standard error of the paired differences (sample sd / sqrt(10)); the largest such
-difference wins. Pooled out-of-fold ACC / AUC (every train + val image scored once) are
-reported beside it, for information.
+a candidate's difference to the reference (the recipe: c1 for rule 4, c9 for rule 5) is the
+mean over the 10 paired cells (= the mean over the two sets of their fold means); it replaces
+the reference only if that difference is >= 0.005 AND >= one standard error of the paired
+differences (sample sd / sqrt(10)); the largest such difference wins. Pooled out-of-fold
+ACC / AUC (every train + val image scored once) are reported beside it, for information.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ REFERENCE = "c1_96px_flip"
 CANDIDATES = ("c3_ema", "c7_llrd", "c9_112px")
 MARGIN = 0.005
 
-flags.DEFINE_list("candidates", list(CANDIDATES), "Candidates compared with the reference c1.")
+flags.DEFINE_list("candidates", list(CANDIDATES), "Candidates compared with the reference.")
+flags.DEFINE_string("reference", REFERENCE, "The recipe the candidates are paired with.")
+flags.DEFINE_string("root", str(OUT), "Folder of <data>/fold<k>/runs/<candidate>/seed<k>.")
 flags.DEFINE_bool("pooled", True, "Also score the pooled out-of-fold predictions (loads models).")
 FLAGS = flags.FLAGS
 
@@ -58,7 +65,7 @@ def cell_scores(data: str, candidate: str) -> list[float] | None:
     return scores
 
 
-def paired(candidate: str, reference: str = REFERENCE) -> dict | None:
+def paired(candidate: str, reference: str) -> dict | None:
     """Mean paired difference over the (set, fold) cells, its standard error, the decision."""
     diffs = []
     for data in DATASETS:
@@ -87,8 +94,8 @@ def pooled(data: str, candidate: str) -> tuple[float, float]:
     return result["acc"], result["auc"]
 
 
-def table(candidates: list[str], with_pooled: bool) -> str:
-    names = [REFERENCE, *candidates]
+def table(candidates: list[str], reference: str, with_pooled: bool) -> str:
+    names = [reference, *candidates]
     lines = [
         "# Cross-fitted comparison (5 folds of train + val, seed = fold; validation only)",
         "",
@@ -108,10 +115,10 @@ def table(candidates: list[str], with_pooled: bool) -> str:
             folds_text = ", ".join(f"{s:.4f}" for s in scores)
             mean = np.mean(scores)
             lines.append(f"| {name} | {data} | {folds_text} | {mean:.4f} | {pool_text} |")
-    lines += ["", f"Paired against {REFERENCE} (10 cells; rule: diff >= {MARGIN} and >= 1 SE):", ""]
+    lines += ["", f"Paired against {reference} (10 cells; rule: diff >= {MARGIN} and >= 1 SE):", ""]
     lines += ["| candidate | mean diff | SE | clears |", "|---|---|---|---|"]
     for name in candidates:
-        result = paired(name)
+        result = paired(name, reference)
         if result is None:
             lines.append(f"| {name} | (unfinished) | | |")
         else:
@@ -119,27 +126,29 @@ def table(candidates: list[str], with_pooled: bool) -> str:
                 f"| {name} | {result['diff']:+.4f} | {result['se']:.4f} | "
                 f"{'yes' if result['clears'] else 'no'} |"
             )
-    lines += ["", f"Decision: {decision(candidates)}"]
+    lines += ["", f"Decision: {decision(candidates, reference)}"]
     return "\n".join(lines) + "\n"
 
 
-def decision(candidates: list[str]) -> str:
-    results = {name: paired(name) for name in candidates}
+def decision(candidates: list[str], reference: str) -> str:
+    results = {name: paired(name, reference) for name in candidates}
     if any(r is None for r in results.values()):
         return "pending (unfinished runs)."
     winners = {n: r["diff"] for n, r in results.items() if r["clears"]}
     if not winners:
-        return f"no candidate clears the rule: the recipe stays {REFERENCE}."
+        return f"no candidate clears the rule: the recipe stays {reference}."
     best = max(winners, key=winners.get)
     return (
         f"{best} clears the score (largest paired gain that clears it); it replaces "
-        f"{REFERENCE} only if its rule's other conditions hold too (the time budget: "
+        f"{reference} only if its rule's other conditions hold too (the time budget: "
         "experiments/recipe_budget.py, results/recipe/budget.jsonl)."
     )
 
 
 def main(argv: list[str]) -> None:
     del argv
+    global OUT  # run_dir's root: the study's folder (rule 4: cv, rule 5: cv_rule5)
+    OUT = pathlib.Path(FLAGS.root)
     if FLAGS.pooled:
         from absl import logging
 
@@ -147,7 +156,7 @@ def main(argv: list[str]) -> None:
 
         runtime.setup("auto")
         logging.set_verbosity(logging.ERROR)  # one predict function per fold model: retracing
-    text = table(FLAGS.candidates, FLAGS.pooled)
+    text = table(FLAGS.candidates, FLAGS.reference, FLAGS.pooled)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "cv_candidates.md").write_text(text)
     print(text)

@@ -173,6 +173,15 @@ def test_cross_fitted_run_is_evaluated_on_its_own_fold(fold_runs):
     assert len(test_labels) == catalog.get_info("breastmnist").split_sizes["test"]
 
 
+def test_cross_fitting_training_leaves_the_test_split_unread(fold_runs):
+    """Folds choose settings; the rules read test once per final run, so the trainer does not
+    score it (evaluate still can, when asked: below)."""
+    saved = json.loads((fold_runs[0] / "metrics.json").read_text())
+    assert saved["test"] is None
+    assert saved["per_class_split"] == "val"
+    assert sum(row["support"] for row in saved["per_class"].values()) == 208  # the val fold
+
+
 def test_members_of_different_folds_share_test_but_not_val(fold_runs):
     with pytest.raises(ValueError, match="fold 0 of 3.*fold 1 of 3.*'val' splits are other"):
         evaluate_ensemble(fold_runs, "val")

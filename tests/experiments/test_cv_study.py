@@ -39,21 +39,23 @@ def test_paired_difference_and_standard_error(out):
     _write(cv_study.REFERENCE, REF)
     shifts = [0.01, 0.02, 0.0, 0.03, 0.01, 0.02, -0.01, 0.01, 0.02, 0.0]
     _write("good", _shifted(shifts))
-    result = cv_study.paired("good")
+    result = cv_study.paired("good", cv_study.REFERENCE)
     assert result["diff"] == pytest.approx(np.mean(shifts))
     assert result["se"] == pytest.approx(np.std(shifts, ddof=1) / np.sqrt(10))
     assert result["clears"]
-    assert cv_study.decision(["good"]).startswith("good clears the score")
+    assert cv_study.decision(["good"], cv_study.REFERENCE).startswith("good clears the score")
 
 
 def test_a_noisy_or_small_gain_does_not_clear(out):
     _write(cv_study.REFERENCE, REF)
     _write("small", _shifted([0.004] * 10))  # below the 0.005 margin
     _write("noisy", _shifted([0.1, -0.08] * 5))  # mean 0.01 < its SE
-    assert not cv_study.paired("small")["clears"]
-    noisy = cv_study.paired("noisy")
+    assert not cv_study.paired("small", cv_study.REFERENCE)["clears"]
+    noisy = cv_study.paired("noisy", cv_study.REFERENCE)
     assert noisy["diff"] > cv_study.MARGIN and not noisy["clears"]
-    assert cv_study.decision(["small", "noisy"]).startswith("no candidate clears")
+    assert cv_study.decision(["small", "noisy"], cv_study.REFERENCE).startswith(
+        "no candidate clears"
+    )
 
 
 def test_unfinished_folds_leave_the_decision_pending(out):
@@ -61,6 +63,15 @@ def test_unfinished_folds_leave_the_decision_pending(out):
     partial = _shifted([0.05] * 10)
     partial["retinamnist"] = partial["retinamnist"][:4]
     _write("partial", partial)
-    assert cv_study.paired("partial") is None
-    assert cv_study.decision(["partial"]).startswith("pending")
-    assert "(unfinished)" in cv_study.table(["partial"], with_pooled=False)
+    assert cv_study.paired("partial", cv_study.REFERENCE) is None
+    assert cv_study.decision(["partial"], cv_study.REFERENCE).startswith("pending")
+    assert "(unfinished)" in cv_study.table(["partial"], cv_study.REFERENCE, with_pooled=False)
+
+
+def test_the_reference_is_whichever_recipe_is_named(out):
+    _write("c9_112px", REF)  # rule 5: c9 is the reference; c1 has no runs in this root
+    _write("challenger", _shifted([0.01] * 10))
+    assert cv_study.paired("challenger", "c9_112px")["diff"] == pytest.approx(0.01)
+    assert cv_study.paired("challenger", cv_study.REFERENCE) is None
+    text = cv_study.table(["challenger"], "c9_112px", with_pooled=False)
+    assert "Paired against c9_112px" in text and "replaces c9_112px" in text
