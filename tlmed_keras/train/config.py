@@ -56,7 +56,8 @@ class Config:
         0,
         "Cross-fitting for comparing recipes on small sets: train + val are re-split into this "
         "many stratified folds (the same folds for every run) and --cv_fold is the validation "
-        "split; the test split is untouched. 0 = the official train / val split.",
+        "split; the test split is untouched and the trainer does not score it (folds choose "
+        "settings; test is read once per final run). 0 = the official train / val split.",
     )
     cv_fold: int = _field(0, "With --cv_folds=K: which fold (0 to K-1) is the validation split.")
     # Phase 1: a new head on the frozen backbone.
