@@ -81,6 +81,31 @@ def test_evaluation_keeps_the_stored_order_and_pads_to_whole_batches(blood):
     np.testing.assert_array_equal(y[:12], labels[:, 0])
 
 
+@pytest.mark.parametrize(
+    ("split", "changes", "pad_to", "batches"),
+    [
+        ("train", {"drop_remainder": True}, 0, 60 // 7),
+        ("train", {"drop_remainder": False}, 0, -(-60 // 7)),
+        ("val", {"training": False, "batch_size": 5}, 15, 3),
+        ("test", {"training": False, "batch_size": 4}, 0, 3),  # 10 images: 4 + 4 + 2
+    ],
+)
+def test_the_stream_states_its_length_in_batches(blood, split, changes, pad_to, batches):
+    """Keras reads past a dataset of unknown length and warns "Your input ran out of data"
+    every epoch; a stated length ends the epoch on the last batch."""
+    dataset = _stream(_prepare(blood), split, pad_to=pad_to, **changes)
+    assert int(dataset.cardinality()) == batches
+    assert sum(1 for _ in dataset) == batches
+    one_host = _stream(_prepare(blood), num_hosts=3, host_index=1, drop_remainder=False)
+    assert int(one_host.cardinality()) == sum(1 for _ in one_host)  # this host's share
+
+
+def test_the_stream_runs_without_the_autotuner(blood):
+    """As the in-memory pipeline (``pipeline.without_autotuning``): the autotuner's thread
+    made each fit/predict return wait, and streaming was no slower without it."""
+    assert _stream(_prepare(blood)).options().autotune.enabled is False
+
+
 def test_hosts_read_disjoint_shards_that_cover_the_split(blood):
     shard_set = _prepare(blood)
     parts = [_raw(_stream(shard_set, num_hosts=3, host_index=i)) for i in range(3)]

@@ -116,6 +116,7 @@ def test_multilabel_synthetic_prepares_with_label_vectors(make_npz, tmp_path):
     )
     (x1, y1), (x2, y2) = dataset.as_numpy_iterator()
     assert x1.shape == (3, 32, 32, 3) and y1.shape == (3, 14) and y1.dtype == np.float32
+    assert dataset.options().autotune.enabled is False  # pipeline.without_autotuning
 
 
 def test_preparation_refuses_a_file_with_wrong_md5(make_npz, tmp_path):

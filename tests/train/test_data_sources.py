@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import pathlib
+import warnings
 
 import pytest
 
@@ -51,6 +52,17 @@ def test_augmented_runs_repeat_and_resume_exactly(tiny_config, tmp_path, source,
     # Epoch 1 of run c repeats run a (same seed), epoch 2 continues it after the resume.
     assert _losses(tmp_path / "a") == _losses(tmp_path / "c")
     assert resumed["val"] == first["val"] and resumed["test"] == first["test"]
+
+
+def test_streamed_full_epochs_end_without_keras_running_out_of_data(tiny_config, tmp_path):
+    # Whole epochs (no step cap) and evaluation: a stream of unknown length made Keras read
+    # past its last batch and warn "Your input ran out of data" once per fit and predict.
+    config = tiny_config(data_source="stream", finetune_epochs=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_and_evaluate(config, tmp_path / "run", registry=tiny_registry, say=lambda *a, **k: 0)
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
+    assert len(_losses(tmp_path / "run")) == 2  # head + fine-tune epoch, both whole
 
 
 def test_damaged_shard_stops_training_naming_the_file(tiny_config, tmp_path):
