@@ -397,14 +397,14 @@ def make_stream_dataset(
     padding = pad_to - shard_set.count(split)
     if padding > 0:
         records = records.concatenate(records.take(1).repeat(padding))
-    count = sum(shard_set.splits[split][i].count for i in indices) + max(padding, 0)
+    count = shard_set.count(split, indices) + max(padding, 0)
     batches = records.batch(options.batch_size, drop_remainder=options.drop_remainder)
     # Interleaved / flat-mapped records have no known length; stated, Keras ends each epoch
     # on the last batch instead of reading past it and warning "Your input ran out of data"
     # every epoch, and a shard that yields fewer images than its manifest says is an error.
     batches = batches.apply(
         tf.data.experimental.assert_cardinality(
-            _batch_count(count, options.batch_size, options.drop_remainder)
+            batch_count(count, options.batch_size, options.drop_remainder)
         )
     )
     return _finish(
@@ -412,5 +412,6 @@ def make_stream_dataset(
     )
 
 
-def _batch_count(images: int, batch_size: int, drop_remainder: bool) -> int:
+def batch_count(images: int, batch_size: int, drop_remainder: bool) -> int:
+    """Batches of ``batch_size`` in ``images`` (a last partial one unless ``drop_remainder``)."""
     return images // batch_size if drop_remainder else -(-images // batch_size)

@@ -73,9 +73,10 @@ class ShardSet:
     splits: dict[str, list[Shard]]
     labels: dict[str, Shard]  # per split, its ``<split>-labels.npy``
 
-    def count(self, split: str) -> int:
-        """Images in ``split``."""
-        return sum(shard.count for shard in self.splits[split])
+    def count(self, split: str, shards: list[int] | None = None) -> int:
+        """Images in ``split``, or in those of its ``shards`` (indices, e.g. ``host_shards``)."""
+        files = self.splits[split]
+        return sum(files[i].count for i in (range(len(files)) if shards is None else shards))
 
     def paths(self, split: str) -> list[str]:
         return [str(self.folder / shard.file) for shard in self.splits[split]]

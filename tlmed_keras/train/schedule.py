@@ -7,6 +7,7 @@ import math
 
 import keras
 
+from tlmed_keras.data import pipeline
 from tlmed_keras.train import layer_decay
 from tlmed_keras.train.config import Config
 
@@ -95,8 +96,7 @@ def make_optimizer(
 
 def steps_per_epoch(num_train: int, config: Config, drop_remainder: bool) -> int:
     """Training steps of one epoch, capped by ``max_steps_per_epoch`` (0 = no cap)."""
-    steps = num_train // config.batch_size if drop_remainder else -(-num_train // config.batch_size)
-    steps = max(steps, 1)
+    steps = max(pipeline.batch_count(num_train, config.batch_size, drop_remainder), 1)
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
     return steps
