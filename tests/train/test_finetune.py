@@ -14,8 +14,9 @@ from tests import tiny_registry
 from tlmed_keras import metrics as mm
 from tlmed_keras._medmnist import evaluator_module
 from tlmed_keras.data import load_arrays
+from tlmed_keras.evaluate.passes import balanced_batch, predict_splits, shared_batch
 from tlmed_keras.train import losses, rundir, trainer
-from tlmed_keras.train.trainer import balanced_batch, predict_logits, train_and_evaluate
+from tlmed_keras.train.trainer import predict_logits, train_and_evaluate
 
 
 def _snapshot(model) -> dict[str, np.ndarray]:
@@ -314,3 +315,76 @@ def test_balanced_batch_pads_the_least(n, eval_batch, devices, expected):
     batches = -(-n // batch)
     assert batches == max(1, -(-n // eval_batch))
     assert batches * batch - n < batches * devices
+
+
+@pytest.mark.parametrize(
+    ("counts", "eval_batch", "devices", "expected"),
+    [
+        ([78, 156], 256, 1, 78),  # 1 + 2 batches, no padding (156 alone: 1 batch of 156)
+        ([156, 78], 256, 1, 78),  # the order does not matter
+        ([524], 256, 1, 175),  # one split: balanced_batch
+        ([100, 700], 256, 1, 100),  # 8 batches, none padded (234: 4 batches, 136 padded)
+        ([1, 10_000], 256, 1, 250),  # not 10,001 batches of 1
+        ([10, 7], 8, 4, 8),
+    ],
+)
+def test_shared_batch_pads_the_least_over_the_splits(counts, eval_batch, devices, expected):
+    batch = shared_batch(counts, eval_batch, devices)
+    assert batch == expected
+    assert batch <= eval_batch and batch % devices == 0
+
+    def cost(b):  # padded images + batches
+        return sum((-n) % b + -(-n // b) for n in counts)
+
+    assert all(cost(batch) <= cost(balanced_batch(n, eval_batch, devices)) for n in counts)
+
+
+class _TraceCounter(keras.Model):
+    """A model whose Python ``call`` runs once per trace of its predict function."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.traces = model, 0
+
+    def call(self, x):
+        self.traces += 1
+        return self.inner(x, training=False)
+
+
+def test_predict_splits_is_one_traced_pass_equal_to_each_split_alone(finished):
+    """Val and test (different sizes) predicted together: one trace of the predict
+    function (one batch shape), and each split's logits as predicted alone."""
+    run = rundir.load_run(finished["workdir"])
+    arrays = load_arrays("bloodmnist", 28, finished["config"].data_dir, verify=False)
+    val, test = arrays["val"], (arrays["test"][0][:11], arrays["test"][1][:11])
+    assert len(val[0]) == 16  # 16 + 11 images: the short split is padded by 5
+    setup = _eval_setup(run, 256)
+    counter = _TraceCounter(run.model)
+    counter(run.preprocess(val[0][:1]))  # built (Keras' first call), then count from 0
+    counter.traces = 0
+    together = predict_splits(
+        counter, [val, test], info=run.info, preprocess=run.preprocess, eval_batch=256
+    )
+    assert counter.traces == 1
+    for (images, labels), logits in zip((val, test), together, strict=True):
+        alone = predict_logits(run.model, images, labels, setup)
+        assert logits.shape == alone.shape == (len(images), 8)
+        np.testing.assert_allclose(logits, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_validation_view_keeps_its_predict_function_when_the_model_is_compiled(finished):
+    """The trainer compiles its model once per phase, which drops the model's predict
+    function; validation predicts through an uncompiled view of the same variables, whose
+    predict function survives (one trace per run instead of one per phase)."""
+    model = rundir.load_run(finished["workdir"]).model
+    view = trainer._Inference(model)
+    x = np.random.default_rng(0).normal(size=(4, 28, 28, 3)).astype(np.float32)
+    first = view.predict(x, verbose=0)
+    kept = view.predict_function
+    assert kept is not None
+    model.compile(optimizer="adam", loss="mse")
+    model.layers[-1].kernel.assign(model.layers[-1].kernel * 2.0)  # the view sees the change
+    second = view.predict(x, verbose=0)
+    assert view.predict_function is kept
+    np.testing.assert_allclose(second, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(first, second)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests import tiny_registry
-from tlmed_keras.train import layer_decay, trainer
+from tlmed_keras.train import layer_decay, schedule, trainer
 
 
 def _depth_by_path(model, depths):
@@ -76,4 +76,5 @@ def test_the_trainer_scales_only_the_finetune_phase(tiny_config):
     head = trainer.compile_phase(config, "head", registry=tiny_registry)
     assert not hasattr(head.optimizer, "_scales")
     plain = trainer.compile_phase(tiny_config(), "finetune", registry=tiny_registry)
-    assert type(plain.optimizer) is keras.optimizers.AdamW
+    assert not hasattr(plain.optimizer, "_scales")
+    assert type(plain.optimizer) is schedule.one_rate_per_step(keras.optimizers.AdamW)

@@ -171,3 +171,39 @@ def test_training_metrics_read_soft_targets_as_their_larger_share():
     multilabel = keras_metrics.train_metrics("multi-label, binary-class", 2)[0]
     multilabel.update_state(np.array([[0.7, 0.2]], np.float32), np.array([[1.0, -1.0]], np.float32))
     assert float(multilabel.result()) == 1.0
+
+
+class _CountingCosine(keras.optimizers.schedules.CosineDecay):
+    """The trainer's warm-up + cosine schedule, counting how often it is evaluated."""
+
+    calls = 0
+
+    def __call__(self, step):
+        type(self).calls += 1
+        return super().__call__(step)
+
+
+@pytest.mark.parametrize("base", [keras.optimizers.AdamW, keras.optimizers.SGD])
+def test_weight_decay_reads_the_schedule_once_per_step_with_keras_numbers(base):
+    """Keras' weight decay evaluates the schedule once per variable (a copy of its graph per
+    variable in the traced step); one_rate_per_step evaluates it once for all of them and
+    still updates every variable exactly as Keras does."""
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(3, 4)).astype(np.float32) for _ in range(6)]
+    grads = [[rng.normal(size=(3, 4)).astype(np.float32) for _ in start] for _ in range(5)]
+    finals, calls = [], []
+    for cls in (base, schedule.one_rate_per_step(base)):
+        sched = _CountingCosine(1e-3, decay_steps=8, warmup_target=1e-2, warmup_steps=2)
+        variables = [keras.Variable(a) for a in start]
+        opt = cls(sched, weight_decay=0.1)
+        opt.build(variables)
+        _CountingCosine.calls = 0
+        for step_grads in grads:
+            opt.apply([keras.ops.convert_to_tensor(g) for g in step_grads], variables)
+        calls.append(_CountingCosine.calls / len(grads))
+        finals.append([keras.ops.convert_to_numpy(v) for v in variables])
+    assert calls[0] >= len(start)  # the cost this removes: once per variable
+    assert calls[1] <= 2  # once for the decay, once for the update
+    for keras_value, ours in zip(*finals, strict=True):
+        np.testing.assert_allclose(ours, keras_value, rtol=1e-6, atol=1e-7)
+    assert schedule.one_rate_per_step(base).__name__ == base.__name__

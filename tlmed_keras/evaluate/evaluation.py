@@ -118,14 +118,18 @@ def predict_scores(
 ):
     """``(y_true, probabilities)`` of ``run``'s model (or ``model``, e.g. its TTA wrapper, fed
     the same preprocessed images) on raw ``images``, fed exactly like training's evaluation
-    (the tf.data pipeline with the run's ``Preprocess``)."""
+    (the tf.data pipeline with the run's ``Preprocess``, batches of one shape:
+    ``passes.predict_splits``)."""
     from tlmed_keras.data import pipeline
+    from tlmed_keras.evaluate import passes
 
-    options = pipeline.PipelineOptions(
-        batch_size=batch_size, preprocess=run.preprocess, training=False
+    (logits,) = passes.predict_splits(
+        model or run.model,
+        [(images, labels)],
+        info=run.info,
+        preprocess=run.preprocess,
+        eval_batch=batch_size,
     )
-    ds = pipeline.make_dataset(images, labels, info=run.info, options=options)
-    logits = (model or run.model).predict(ds.map(lambda x, y: x), verbose=0)
     return pipeline.task_labels(labels, run.info), mm.probabilities(logits, run.info.task)
 
 

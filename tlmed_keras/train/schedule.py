@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import keras
@@ -76,7 +77,8 @@ def make_optimizer(
     """The optimizer of ``phase`` (a fresh one per phase: phase 2 has its own state).
 
     ``lr_scales``: ``id(variable) -> factor`` on the learning rate (``layer_decay``); None
-    or empty: one rate for every variable, with Keras' own optimizer class.
+    or empty: one rate for every variable. Either way the class is Keras' own, evaluating
+    the rate once per step (``one_rate_per_step``).
     """
     lr = learning_rate(config, phase, steps_per_epoch)
     name = f"{config.optimizer}_{phase.name}"
@@ -89,9 +91,41 @@ def make_optimizer(
         kwargs = dict(momentum=config.momentum, weight_decay=config.weight_decay or None)
     else:
         raise ValueError(f"Unknown optimizer {config.optimizer!r}.")
+    cls = one_rate_per_step(cls)
     if lr_scales:
         return layer_decay.scaled_optimizer(cls, lr_scales, lr, name=name, **kwargs)
     return cls(lr, name=name, **kwargs)
+
+
+@functools.cache
+def one_rate_per_step(base: type) -> type:
+    """``base`` (a Keras optimizer class) evaluating its learning-rate schedule once per step.
+
+    Keras' weight decay reads ``optimizer.learning_rate`` once per variable, and with a
+    schedule each read builds the schedule's ops again: ~160 copies of the warm-up + cosine
+    graph for MobileNetV2, traced in Python before the first step of a phase and run at
+    every step. The rate of this step is read once and reused for every variable (the same
+    value: the step counter moves only after the update)."""
+
+    class OneRatePerStep(base):
+        _rate_this_step = None  # set only inside _apply_weight_decay
+
+        def _get_current_learning_rate(self):
+            if self._rate_this_step is not None:
+                return self._rate_this_step
+            return super()._get_current_learning_rate()
+
+        def _apply_weight_decay(self, variables):
+            # object.__setattr__: the optimizer's own __setattr__ would track the tensor.
+            object.__setattr__(self, "_rate_this_step", super()._get_current_learning_rate())
+            try:
+                super()._apply_weight_decay(variables)
+            finally:
+                object.__setattr__(self, "_rate_this_step", None)
+
+    OneRatePerStep.__name__ = base.__name__  # messages and configs name Keras' class
+    OneRatePerStep.__qualname__ = base.__qualname__
+    return OneRatePerStep
 
 
 def steps_per_epoch(num_train: int, config: Config, drop_remainder: bool) -> int:

@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -33,6 +33,7 @@ from tlmed_keras import metrics as mm
 from tlmed_keras.data import catalog
 from tlmed_keras.data.preprocess import Preprocess
 from tlmed_keras.errors import CheckpointError, TrainingDivergedError
+from tlmed_keras.evaluate import passes
 from tlmed_keras.evaluate.ensemble import check_tta_for, with_tta
 from tlmed_keras.train import (
     banner,
@@ -237,37 +238,34 @@ def _train_dataset(config: Config, s: _Setup, epoch: int):
     return dataset.repeat() if hosts > 1 else dataset
 
 
-def balanced_batch(n: int, eval_batch: int, devices: int = 1) -> int:
-    """The batch size that predicts ``n`` images in as few batches as ``eval_batch`` allows,
-    with the least padding: e.g. 524 images at most 256 a batch -> 3 batches of 175 (1 padded
-    image) rather than 3 of 256 (244 padded images computed for nothing). A multiple of
-    ``devices`` (``eval_batch`` is one)."""
-    batches = max(1, -(-n // eval_batch))
-    per_batch = -(-n // batches)
-    return -(-per_batch // devices) * devices
+def _predict_splits(model, splits: Sequence[tuple[Any, Any]], s: _Setup) -> list[np.ndarray]:
+    return passes.predict_splits(
+        model,
+        splits,
+        info=s.info,
+        preprocess=s.preprocess,
+        eval_batch=s.eval_batch,
+        devices=s.devices,
+    )
 
 
 def predict_logits(model, images, labels, s: _Setup) -> np.ndarray:
-    """Logits of a whole split, in order. The split is padded to whole batches (repeating
-    an image) so every batch has one shape: one compilation, and batches that split
-    evenly over devices; the padding (less than one image per batch and device,
-    ``balanced_batch``) is cut off. The padding is by row index (in memory) or by record
-    (streamed): the split itself is never copied."""
-    from tlmed_keras.data import pipeline
+    """Logits of a whole split, in order (``passes.predict_splits`` of one split)."""
+    return _predict_splits(model, [(images, labels)], s)[0]
 
-    n = len(images)
-    batch = balanced_batch(n, s.eval_batch, s.devices)
-    pad = (-n) % batch
-    options = pipeline.PipelineOptions(batch_size=batch, preprocess=s.preprocess, training=False)
-    if isinstance(images, np.ndarray):
-        rows = np.concatenate([np.arange(n), np.full(pad, n - 1)])
-        ds = pipeline.make_dataset(images, labels, info=s.info, options=options, rows=rows)
-    else:
-        ds = pipeline.make_stream_dataset(
-            images.shard_set, images.split, options=options, pad_to=n + pad
-        )
-    logits = model.predict(ds.map(lambda x, y: x), verbose=0)
-    return np.asarray(logits, dtype=np.float32)[:n]
+
+class _Inference(keras.Model):
+    """An uncompiled view of the training model (the same layers and variables) for the
+    validation predictions: ``compile``, once per phase, drops a model's predict function
+    and the next ``predict`` traces it again; this view is never compiled, so validation
+    is traced once per run."""
+
+    def __init__(self, model: keras.Model):
+        super().__init__(name=f"{model.name}_inference")
+        self.classifier = model
+
+    def call(self, images):
+        return self.classifier(images, training=False)
 
 
 def _task_labels(labels: np.ndarray, info: catalog.DatasetInfo) -> np.ndarray:
@@ -415,6 +413,10 @@ class _Training:
     state: rundir.TrainState
     writer: cb.ScalarWriter
     ema: ema.WeightEMA | None = None  # --ema_epochs: the average validation and selection see
+    inference: keras.Model | None = None  # validation's view of ``model`` (__post_init__)
+
+    def __post_init__(self):
+        self.inference = _Inference(self.model)
 
     def evaluated_arrays(self) -> list[np.ndarray]:
         """The model's variables as validation sees them: the EMA when on, else raw."""
@@ -456,9 +458,9 @@ def _callbacks(phase: schedule.Phase, t: _Training) -> list[keras.callbacks.Call
     val_images, val_labels = s.splits["val"]
     y_val = _task_labels(val_labels, s.info)
 
-    def predict_val(model):
+    def predict_val(model):  # ``model`` is t.model, seen through t.inference
         with t.ema.swapped_in() if t.ema else contextlib.nullcontext():
-            return predict_logits(model, val_images, val_labels, s)
+            return predict_logits(t.inference, val_images, val_labels, s)
 
     validation = cb.ValidationMetrics(predict_val, y_val, s.info.task, s.val_loss)
     label = f"phase {phase.index} {phase.name}"
@@ -575,12 +577,15 @@ def _final_model(t: _Training):
     return fresh
 
 
-def _evaluate(model, s: _Setup, split: str) -> tuple[dict, np.ndarray, np.ndarray]:
-    images, labels = s.splits[split]
-    logits = predict_logits(model, images, labels, s)
-    y = _task_labels(labels, s.info)
-    scores = mm.probabilities(logits, s.info.task)
-    return mm.evaluate_scores(y, scores, s.info.task), y, scores
+def _evaluate(model, s: _Setup, names: Sequence[str]) -> list[tuple[dict, np.ndarray, np.ndarray]]:
+    """``(metrics, labels, scores)`` of each split in ``names``, predicted in one pass."""
+    splits = [s.splits[name] for name in names]
+    results = []
+    for (_, labels), logits in zip(splits, _predict_splits(model, splits, s), strict=True):
+        y = _task_labels(labels, s.info)
+        scores = mm.probabilities(logits, s.info.task)
+        results.append((mm.evaluate_scores(y, scores, s.info.task), y, scores))
+    return results
 
 
 def _naming_bad_shard():
@@ -801,10 +806,9 @@ def _finish(
     config, run = job.config, job.run
     start = time.perf_counter()
     evaluated = with_tta(final, s.info.task, config.tta)
-    val, y_val, val_scores = _evaluate(evaluated, s, "val")
-    test, y_test, scores = None, y_val, val_scores
-    if not config.cv_folds:
-        test, y_test, scores = _evaluate(evaluated, s, "test")
+    results = _evaluate(evaluated, s, ["val"] if config.cv_folds else ["val", "test"])
+    val, y_val, val_scores = results[0]
+    test, y_test, scores = results[1] if len(results) > 1 else (None, y_val, val_scores)
     test_seconds = time.perf_counter() - start
     metrics = {
         "model": config.model,
