@@ -164,8 +164,13 @@ def compare(kind: str, weights: str) -> dict:
         report[mode] = {
             "logits": relative(a_logits, b_logits),
             "gradients": global_relative(a_grads, b_grads),
+            # Relative to the statistic's size above 1 (float32 rounds a variance of 10 to
+            # ~1e-6), absolute below.
             "statistics": max(
-                (float(np.abs(p - f).max()) for p, f in zip(statistics(plain), after, strict=True)),
+                (
+                    float(np.abs(p - f).max() / max(float(np.abs(p).max()), 1.0))
+                    for p, f in zip(statistics(plain), after, strict=True)
+                ),
                 default=0.0,
             ),
             "statistics_moved": any(
