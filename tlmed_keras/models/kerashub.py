@@ -13,13 +13,29 @@ pooling for ResNets, the class token for the transformers.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
 
 import keras
-import keras_hub
 
 from tlmed_keras.models import keras_apps
 from tlmed_keras.models.spec import ModelSpec, register, unavailable
+
+FAMILY = "keras-hub"
+
+
+def _hub():
+    """keras_hub, imported on first use: its import takes 0.5-1.7 s (2-core CPU), which every
+    start-up paid for the models of the other families when this module imported it."""
+    return importlib.import_module("keras_hub")
+
+
+def import_layers(spec: ModelSpec | None) -> None:
+    """keras-hub's serializable classes, for loading a saved model.keras of this family
+    (``registry.register_layers``; ``spec`` None: whatever the file holds)."""
+    if spec is None or spec.family == FAMILY:
+        _hub()
+
 
 _RESNET_COMMON = dict(
     input_conv_filters=[64],
@@ -60,7 +76,7 @@ class HubModel:
     kind: str
 
     def _inner(self, size: int, pretrained: bool) -> keras.Model:
-        cls = getattr(keras_hub.models, self.backbone_class)
+        cls = getattr(_hub().models, self.backbone_class)
         shape_arg = {} if self.kind == "cnn" else {"image_shape": (size, size, 3)}
         if pretrained:
             return cls.from_preset(self.preset, **shape_arg)
@@ -89,7 +105,7 @@ class HubModel:
 
     def blocks(self, backbone: keras.Model) -> list[list[keras.layers.Layer]]:
         """Residual blocks (CNN) or transformer layers (the final norm joins the top one)."""
-        inner = next(lyr for lyr in backbone.layers if isinstance(lyr, keras_hub.models.Backbone))
+        inner = next(lyr for lyr in backbone.layers if isinstance(lyr, _hub().models.Backbone))
         if self.kind == "cnn":
             return keras_apps._blocks_by_group(inner.layers, re.compile(r"^(stack\d+_block\d+)_"))
         if self.kind == "vit":
@@ -107,7 +123,7 @@ def register_hub(*, name: str, hub: HubModel, **fields) -> None:
     register(
         ModelSpec(
             name=name,
-            family="keras-hub",
+            family=FAMILY,
             weights_source=f"keras-hub {hub.preset}",
             build=lambda shape, weights, top: hub.build(name, shape, weights, top),
             blocks=hub.blocks,

@@ -75,10 +75,18 @@ def _all_specs() -> dict[str, ModelSpec]:
     return _SPECS
 
 
-def register_layers() -> None:
-    """Imports every family module, which registers its custom Keras layers: a saved
-    ``model.keras`` of AlexNet, SqueezeNet, BEiT or a keras-hub backbone loads only then."""
-    _all_specs()
+def register_layers(model: str | None = None) -> None:
+    """Imports every family module, which registers its custom Keras layers, and runs a
+    family's ``import_layers(spec)`` where it has one (keras-hub's classes are imported only
+    there, for a model of that family, or for any when ``model`` is None or unknown): a
+    saved ``model.keras`` of AlexNet, SqueezeNet, BEiT or a keras-hub backbone loads only
+    then."""
+    spec = _all_specs().get(model) if model else None
+    package = __name__.rpartition(".")[0]
+    for module in _COLLECTED:
+        hook = getattr(importlib.import_module(f"{package}.{module}"), "import_layers", None)
+        if hook is not None:
+            hook(spec)
 
 
 def model_names() -> tuple[str, ...]:

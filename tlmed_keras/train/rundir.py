@@ -435,9 +435,9 @@ def load_run(workdir: os.PathLike | str) -> Run:
     run = check_finished_run(workdir)
     from tlmed_keras.models import register_layers, route_layers
 
-    register_layers()  # model.keras may hold our own layers (AlexNet, BEiT, ...)
     resolved = run.read_config()
     config = Config.from_dict(resolved)
+    register_layers(config.model)  # model.keras may hold our own layers (AlexNet, BEiT, ...)
     model = _load_model(run.path(MODEL_FILE))
     route_layers(model)  # the trainer's fast kernels (TensorFlow), for evaluate and export
     preprocess = Preprocess.from_config(resolved["normalization"])
