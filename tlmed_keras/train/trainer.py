@@ -261,7 +261,9 @@ class _Inference(keras.Model):
     is traced once per run."""
 
     def __init__(self, model: keras.Model):
-        super().__init__(name=f"{model.name}_inference")
+        # float32: under --mixed_precision a mixed policy here would cast the preprocessed
+        # images to bfloat16 before the classifier sees them; the classifier decides that.
+        super().__init__(name=f"{model.name}_inference", dtype="float32")
         self.classifier = model
 
     def call(self, images):
