@@ -63,22 +63,19 @@ def predict_splits(
 
     counts = [len(images) for images, _ in splits]
     batch = shared_batch(counts, eval_batch, devices)
+    padded = [n + (-n) % batch for n in counts]  # each split to whole batches
     options = pipeline.PipelineOptions(batch_size=batch, preprocess=preprocess, training=False)
     datasets = []
-    for (images, labels), n in zip(splits, counts, strict=True):
-        pad = (-n) % batch
+    for (images, labels), n, size in zip(splits, counts, padded, strict=True):
         if isinstance(images, np.ndarray):
-            rows = np.concatenate([np.arange(n), np.full(pad, n - 1)])
+            rows = np.concatenate([np.arange(n), np.full(size - n, n - 1)])
             ds = pipeline.make_dataset(images, labels, info=info, options=options, rows=rows)
         else:
             ds = pipeline.make_stream_dataset(
-                images.shard_set, images.split, options=options, pad_to=n + pad
+                images.shard_set, images.split, options=options, pad_to=size
             )
         datasets.append(ds.map(lambda x, y: x))
     joined = functools.reduce(lambda a, b: a.concatenate(b), datasets)
     logits = np.asarray(model.predict(joined, verbose=0), dtype=np.float32)
-    out, start = [], 0
-    for n in counts:
-        out.append(logits[start : start + n])
-        start += n + (-n) % batch
-    return out
+    starts = np.cumsum([0, *padded[:-1]])
+    return [logits[start : start + n] for start, n in zip(starts, counts, strict=True)]

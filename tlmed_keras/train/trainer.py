@@ -415,7 +415,7 @@ class _Training:
     state: rundir.TrainState
     writer: cb.ScalarWriter
     ema: ema.WeightEMA | None = None  # --ema_epochs: the average validation and selection see
-    inference: keras.Model | None = None  # validation's view of ``model`` (__post_init__)
+    inference: keras.Model = dataclasses.field(init=False)  # validation's view of ``model``
 
     def __post_init__(self):
         self.inference = _Inference(self.model)
