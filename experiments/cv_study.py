@@ -45,6 +45,10 @@ MARGIN = 0.005
 flags.DEFINE_list("candidates", list(CANDIDATES), "Candidates compared with the reference.")
 flags.DEFINE_string("reference", REFERENCE, "The recipe the candidates are paired with.")
 flags.DEFINE_string("root", str(OUT), "Folder of <data>/fold<k>/runs/<candidate>/seed<k>.")
+flags.DEFINE_string(
+    "table", "cv_candidates.md", "File name, under --root, of the table (one per rule, so a "
+    "later rule does not overwrite an earlier one's)."
+)
 flags.DEFINE_bool("pooled", True, "Also score the pooled out-of-fold predictions (loads models).")
 FLAGS = flags.FLAGS
 
@@ -158,7 +162,7 @@ def main(argv: list[str]) -> None:
         logging.set_verbosity(logging.ERROR)  # one predict function per fold model: retracing
     text = table(FLAGS.candidates, FLAGS.reference, FLAGS.pooled)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "cv_candidates.md").write_text(text)
+    (OUT / FLAGS.table).write_text(text)
     print(text)
 
 
