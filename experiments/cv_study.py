@@ -46,8 +46,10 @@ flags.DEFINE_list("candidates", list(CANDIDATES), "Candidates compared with the 
 flags.DEFINE_string("reference", REFERENCE, "The recipe the candidates are paired with.")
 flags.DEFINE_string("root", str(OUT), "Folder of <data>/fold<k>/runs/<candidate>/seed<k>.")
 flags.DEFINE_string(
-    "table", "cv_candidates.md", "File name, under --root, of the table (one per rule, so a "
-    "later rule does not overwrite an earlier one's)."
+    "table",
+    "cv_candidates.md",
+    "File name, under --root, of the table (one per rule, so a "
+    "later rule does not overwrite an earlier one's).",
 )
 flags.DEFINE_bool("pooled", True, "Also score the pooled out-of-fold predictions (loads models).")
 FLAGS = flags.FLAGS
