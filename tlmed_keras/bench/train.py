@@ -189,8 +189,9 @@ def benchmark(
         keras.utils.set_random_seed(0)
         compiled = trainer.compile_phase(config, schedule.FINETUNE, registry=registry)
         net = compiled.model
-        trainable = sum(math.prod(v.shape) for v in net.trainable_variables)
-        frozen = sum(math.prod(v.shape) for v in net.non_trainable_variables)
+        # weights, not variables: a dropout's random-seed state is not a parameter.
+        trainable = sum(math.prod(v.shape) for v in net.trainable_weights)
+        frozen = sum(math.prod(v.shape) for v in net.non_trainable_weights)
         say(
             f"model={model} input={compiled.setup.preprocess.image_size}px batch={batch_size} "
             f"source={'synthetic ' if synthetic else ''}{data}@{source_size}px "
