@@ -24,7 +24,6 @@ bar does). The headline (last line) is the pipeline-fed rate: ``train_images_per
 
 from __future__ import annotations
 
-import math
 import os
 import pathlib
 import sys
@@ -157,6 +156,7 @@ def benchmark(
     import tensorflow as tf
 
     from tlmed_keras.train import schedule, trainer
+    from tlmed_keras.train.banner import count_params
     from tlmed_keras.train.config import Config
 
     if steps < 1 or warmup_steps < 1:
@@ -190,8 +190,8 @@ def benchmark(
         compiled = trainer.compile_phase(config, schedule.FINETUNE, registry=registry)
         net = compiled.model
         # weights, not variables: a dropout's random-seed state is not a parameter.
-        trainable = sum(math.prod(v.shape) for v in net.trainable_weights)
-        frozen = sum(math.prod(v.shape) for v in net.non_trainable_weights)
+        trainable = count_params(net.trainable_weights)
+        frozen = count_params(net.non_trainable_weights)
         say(
             f"model={model} input={compiled.setup.preprocess.image_size}px batch={batch_size} "
             f"source={'synthetic ' if synthetic else ''}{data}@{source_size}px "
