@@ -22,10 +22,17 @@ mean over the 10 paired cells (= the mean over the two sets of their fold means)
 the reference only if that difference is >= 0.005 AND >= one standard error of the paired
 differences (sample sd / sqrt(10)); the largest such difference wins. Pooled out-of-fold
 ACC / AUC (every train + val image scored once) are reported beside it, for information.
+
+A name ``CANDIDATE@MODE`` (rule 11) scores CANDIDATE's fold models on their val folds again with
+test-time augmentation MODE (``tlmed_keras.tta``), so TTA modes compare like trained candidates:
+
+    python -m experiments.cv_study --root=experiments/results/cv_rule6 \
+        --reference=c14_dropout@flip --candidates=c14_dropout@shift,c14_dropout@flip_shift
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 
@@ -60,15 +67,26 @@ def run_dir(data: str, candidate: str, fold: int) -> pathlib.Path:
 
 
 def cell_scores(data: str, candidate: str) -> list[float] | None:
-    """(val ACC + val AUC) / 2 per fold, or None while a fold is unfinished."""
+    """(val ACC + val AUC) / 2 per fold, or None while a fold is unfinished. A name
+    ``CANDIDATE@MODE`` evaluates CANDIDATE's fold models again with that TTA mode."""
+    name, _, tta = candidate.partition("@")
     scores = []
     for fold in range(FOLDS):
-        path = run_dir(data, candidate, fold) / "metrics.json"
+        path = run_dir(data, name, fold) / "metrics.json"
         if not path.is_file():
             return None
-        val = json.loads(path.read_text())["val"]
+        val = json.loads(path.read_text())["val"] if not tta else _val_with_tta(path.parent, tta)
         scores.append((val["acc"] + val["auc"]) / 2)
     return scores
+
+
+@functools.cache  # the table and the decision both ask; a path names one run
+def _val_with_tta(workdir: pathlib.Path, tta: str) -> dict[str, float]:
+    """ACC and AUC of a finished fold run on its val fold, with test-time augmentation."""
+    from tlmed_keras.evaluate.report import EvalOptions, evaluate_run
+
+    ev = evaluate_run(workdir, "val", EvalOptions(tta=tta)).evaluation
+    return {"acc": ev.acc, "auc": ev.auc}
 
 
 def paired(candidate: str, reference: str) -> dict | None:
@@ -90,9 +108,11 @@ def pooled(data: str, candidate: str) -> tuple[float, float]:
     from tlmed_keras import metrics as mm
     from tlmed_keras.evaluate.report import EvalOptions, evaluate_run
 
+    name, _, tta = candidate.partition("@")
     truths, scores, task = [], [], None
     for fold in range(FOLDS):
-        ev = evaluate_run(run_dir(data, candidate, fold), "val", EvalOptions()).evaluation
+        options = EvalOptions(tta=tta or "none")
+        ev = evaluate_run(run_dir(data, name, fold), "val", options).evaluation
         truths.append(ev.y_true)
         scores.append(ev.scores)
         task = ev.task
@@ -155,7 +175,7 @@ def main(argv: list[str]) -> None:
     del argv
     global OUT  # run_dir's root: the study's folder (rule 4: cv, rule 5: cv_rule5)
     OUT = pathlib.Path(FLAGS.root)
-    if FLAGS.pooled:
+    if FLAGS.pooled or "@" in FLAGS.reference + "".join(FLAGS.candidates):
         from absl import logging
 
         from tlmed_keras import runtime

@@ -15,6 +15,7 @@ import pytest
 
 from tests import tiny_registry
 from tests.conftest import run_python, tiny_run_config
+from tlmed_keras import tta
 from tlmed_keras.data import catalog
 from tlmed_keras.evaluate import ensemble
 from tlmed_keras.evaluate.evaluation import predict_scores
@@ -80,8 +81,47 @@ def test_flip_tta_of_a_flip_invariant_model_changes_nothing():
 def test_tta_none_is_the_model_itself_and_bad_mode_refused():
     model = _pooled_model(True)
     assert ensemble.with_tta(model, "binary-class", "none") is model
-    with pytest.raises(ValueError, match=r"--tta='rot90'.*none, flip"):
+    with pytest.raises(ValueError, match=r"--tta='rot90'.*none, flip, shift, flip_shift"):
         ensemble.with_tta(model, "binary-class", "rot90")
+
+
+def _shifted_by_hand(x: np.ndarray, axis: int, pixels: int) -> np.ndarray:
+    """Numpy reference of a shift view: move along ``axis``, repeat the edge into the gap."""
+    side = x.shape[axis]
+    index = np.clip(np.arange(side) - pixels, 0, side - 1)
+    return np.take(x, index, axis=axis)
+
+
+def test_shift_views_move_by_one_32nd_of_the_side_with_edges_repeated():
+    x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype("float32")
+    views = [np.asarray(v) for v in ensemble._views(x, "shift")]
+    assert tta.shift_pixels(64) == 2 and tta.shift_pixels(112) == 4 and tta.shift_pixels(8) == 1
+    expected = [x] + [_shifted_by_hand(x, a, s) for a in (1, 2) for s in (2, -2)]
+    assert len(views) == 5
+    for got, want in zip(views, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    # flip_shift: the same five and their mirrors.
+    both = [np.asarray(v) for v in ensemble._views(x, "flip_shift")]
+    assert len(both) == 10
+    for got, want in zip(both, expected + [e[:, :, ::-1] for e in expected], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_shift_tta_averages_the_model_over_its_five_views():
+    keras.utils.set_random_seed(3)
+    x = np.random.default_rng(3).normal(size=(4, 8, 8, 3)).astype("float32")
+    model = _pooled_model(flip_invariant=False)
+    views = [x] + [_shifted_by_hand(x, a, s) for a in (1, 2) for s in (1, -1)]
+    expected = np.mean([_softmax(model.predict(v, verbose=0)) for v in views], axis=0)
+    got = _softmax(ensemble.with_tta(model, "binary-class", "shift").predict(x, verbose=0))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert np.abs(got - _softmax(model.predict(x, verbose=0))).max() > 1e-3
+    # A constant image is its own shift: the averaged model gives the plain model's answer.
+    flat = np.full((2, 8, 8, 3), 0.7, np.float32)
+    shifted = ensemble.with_tta(model, "binary-class", "shift").predict(flat, verbose=0)
+    np.testing.assert_allclose(
+        _softmax(shifted), _softmax(model.predict(flat, verbose=0)), atol=1e-6
+    )
 
 
 def test_multilabel_average_goes_through_sigmoid():
@@ -220,17 +260,18 @@ def test_ensemble_averages_member_probabilities_and_reports_members(seeds):
 # --- ensembles: export -------------------------------------------------------------------
 
 
-def test_exported_ensemble_equals_keras_ensemble(seeds, tmp_path):
+@pytest.mark.parametrize("mode", ["flip", "flip_shift"])
+def test_exported_ensemble_equals_keras_ensemble(seeds, tmp_path, mode):
     runs = ensemble.load_members(seeds)
     images, _ = load_split(runs[0], "test")
-    model = ensemble.ensemble_model(runs, "flip")
+    model = ensemble.ensemble_model(runs, mode)
     result = savedmodel.export_savedmodel(
         model, runs[0].preprocess, runs[0].info, tmp_path, images[:24]
     )
     assert result.max_abs_diff <= 1e-4 and result.num_verified == 24
     # Independently of the export's own check: the served probabilities are the mean of the
-    # members' flip-TTA probabilities computed one model at a time.
-    members = [_probs(ensemble.with_tta(r.model, r.info.task, "flip"), r, images) for r in runs]
+    # members' TTA probabilities computed one model at a time.
+    members = [_probs(ensemble.with_tta(r.model, r.info.task, mode), r, images) for r in runs]
     served = verify.predict(result.path, images)
     np.testing.assert_allclose(served["probabilities"], np.mean(members, axis=0), atol=1e-4)
     np.testing.assert_array_equal(served["class_id"], np.argmax(served["probabilities"], axis=-1))
@@ -281,5 +322,8 @@ def test_flip_tta_is_refused_where_labels_name_body_sides():
     organ, blood = catalog.get_info("organcmnist"), catalog.get_info("bloodmnist")
     with pytest.raises(ValueError, match="--tta=flip for organcmnist.*lung-left"):
         ensemble.check_tta_for("flip", organ)
+    with pytest.raises(ValueError, match="--tta=flip_shift for organcmnist.*--tta=shift"):
+        ensemble.check_tta_for("flip_shift", organ)
     assert ensemble.check_tta_for("none", organ) == "none"
+    assert ensemble.check_tta_for("shift", organ) == "shift"  # shifts keep sides apart
     assert ensemble.check_tta_for("flip", blood) == "flip"

@@ -75,3 +75,21 @@ def test_the_reference_is_whichever_recipe_is_named(out):
     assert cv_study.paired("challenger", cv_study.REFERENCE) is None
     text = cv_study.table(["challenger"], "c9_112px", with_pooled=False)
     assert "Paired against c9_112px" in text and "replaces c9_112px" in text
+
+
+def test_a_tta_cell_scores_the_same_fold_models_again(out, tiny_run):
+    """``CANDIDATE@MODE`` (rule 11): the candidate's own runs, evaluated again on val with
+    that TTA mode; ``@none`` gives back what training wrote in metrics.json."""
+    from tlmed_keras.evaluate.report import EvalOptions, evaluate_run
+
+    run = tiny_run("breastmnist")
+    for fold in range(cv_study.FOLDS):
+        folder = cv_study.run_dir("breastmnist", "tiny", fold)
+        folder.parent.mkdir(parents=True)
+        folder.symlink_to(run, target_is_directory=True)
+    trained = cv_study.cell_scores("breastmnist", "tiny")
+    assert cv_study.cell_scores("breastmnist", "tiny@none") == pytest.approx(trained, abs=1e-6)
+    shifted = evaluate_run(run, "val", EvalOptions(tta="shift")).evaluation
+    expected = (shifted.acc + shifted.auc) / 2
+    assert cv_study.cell_scores("breastmnist", "tiny@shift") == pytest.approx([expected] * 5)
+    assert cv_study.cell_scores("retinamnist", "tiny@shift") is None  # no runs: unfinished

@@ -1,6 +1,6 @@
 """Evaluate a finished run, or a seed ensemble of runs, on one split.
 
-    python -m tlmed_keras.evaluate --workdir=RUN [--split=test] [--tta=none|flip] [--data_dir=DIR]
+    python -m tlmed_keras.evaluate --workdir=RUN [--split=test] [--tta=MODE] [--data_dir=DIR]
     python -m tlmed_keras.evaluate --workdir=RUN_A,RUN_B,RUN_C   # or --workdir='runs/x/seed*'
 
 Prints ACC / AUC (MedMNIST definitions, the code training uses) and per-class precision,
@@ -9,14 +9,15 @@ confusion_matrix.png, roc_curves.png). With several runs (a comma list and/or a 
 it averages their probabilities, prints each member's ACC / AUC and their mean +- sd beside
 the ensemble's, and writes ``<common parent>/eval_ensemble/<split>/``. Members must share
 dataset, size, label set and preprocessing; a mismatch is refused, naming it. ``--tta=flip``
-averages each model over the image and its horizontal mirror.
+averages each model over the image and its horizontal mirror; ``shift`` and ``flip_shift``
+add small shifts (MODE: none, flip, shift, flip_shift; ``tlmed_keras.tta``).
 """
 
 from __future__ import annotations
 
 from absl import app, flags
 
-from tlmed_keras import cli, runtime
+from tlmed_keras import cli, runtime, tta
 
 flags.DEFINE_string(
     "workdir",
@@ -24,12 +25,7 @@ flags.DEFINE_string(
     "Run directory of a finished training run; several (comma list or glob): their seed ensemble.",
 )
 flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to evaluate.")
-flags.DEFINE_enum(
-    "tta",
-    "none",
-    ["none", "flip"],
-    "Test-time augmentation: none, or flip (mean of the image and its horizontal mirror).",
-)
+flags.DEFINE_enum("tta", "none", list(tta.NAMES), tta.HELP)
 flags.DEFINE_string("data_dir", None, "Folder of the npz files; default: the run's data_dir.")
 flags.DEFINE_bool("download", None, "Download a missing data file; default: the run's setting.")
 flags.DEFINE_integer("batch_size", 256, "Prediction batch size.")
@@ -37,7 +33,8 @@ flags.DEFINE_string(
     "out_dir",
     None,
     "Where the report goes; default: WORKDIR/eval/<split> (one run) or "
-    "<common parent>/eval_ensemble/<split> (several); _tta-flip is appended with --tta=flip.",
+    "<common parent>/eval_ensemble/<split> (several); _tta-<mode> is appended with a --tta "
+    "other than none.",
 )
 flags.DEFINE_enum("backend", "auto", list(runtime.BACKENDS), "Keras backend.")
 flags.mark_flag_as_required("workdir")

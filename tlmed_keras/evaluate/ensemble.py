@@ -1,8 +1,9 @@
 """Seed ensembles and test-time augmentation (TTA) of finished runs.
 
 ``Averaged`` is a Keras model on preprocessed images that averages the class probabilities of
-its members over the TTA views (``"none"``: the image; ``"flip"``: the image and its
-horizontal mirror) and returns them as logits of the same task: ``log p`` (softmax tasks) or
+its members over the TTA views (``tlmed_keras.tta.MODES``: ``"none"``, the image; ``"flip"``,
+the image and its horizontal mirror; ``"shift"`` / ``"flip_shift"``, small shifts too) and
+returns them as logits of the same task: ``log p`` (softmax tasks) or
 ``log p - log(1 - p)`` (multi-label, sigmoid). Softmax / sigmoid of those logits give back the
 averaged probabilities, so everything that takes a run's logits-returning model (evaluation,
 the SavedModel export and its verification) takes an ensemble unchanged.
@@ -20,9 +21,10 @@ from typing import Any
 import keras
 
 from tlmed_keras import metrics as mm
+from tlmed_keras import tta as tta_modes
 from tlmed_keras.evaluate.workdirs import resolve_workdirs  # noqa: F401 (re-exported)
 
-TTA_MODES = ("none", "flip")
+TTA_MODES = tta_modes.NAMES
 # Probabilities are clipped before the log so that a saturated member gives finite logits;
 # softmax(log(clip(p))) differs from p by at most classes * EPSILON, far below the 1e-4 the
 # export is verified to.
@@ -37,24 +39,49 @@ def check_tta(tta: str) -> str:
 
 
 def check_tta_for(tta: str, info: Any) -> str:
-    """``check_tta``, and refuses flip TTA on a set whose labels name a body side
+    """``check_tta``, and refuses mirroring TTA on a set whose labels name a body side
     (``info.sided_labels``): the mirror of a left organ looks like the right one, so averaging
     the two views would blend the two classes."""
     check_tta(tta)
-    if tta == "flip" and info.sided_labels:
+    if tta_modes.mirrors(tta) and info.sided_labels:
         raise ValueError(
-            f"Bad --tta=flip for {info.name}: its labels name body sides "
+            f"Bad --tta={tta} for {info.name}: its labels name body sides "
             f"({', '.join(info.sided_labels)}), and a mirror image shows the other side's "
-            "class. Use --tta=none."
+            "class. Use --tta=none or --tta=shift."
         )
     return tta
 
 
 def _views(images, tta: str) -> list:
     """The TTA views of a preprocessed ``[B, H, W, C]`` batch (channels last)."""
-    if tta == "flip":
-        return [images, keras.ops.flip(images, axis=2)]
-    return [images]
+    views = [images]
+    if tta_modes.shifts(tta):
+        views += _shifts(images)
+    if tta_modes.mirrors(tta):
+        views += [keras.ops.flip(view, axis=2) for view in views]
+    return views
+
+
+def _shifts(images) -> list:
+    """``images`` moved by ``tta.shift_pixels`` down, up, right and left (axes 1 and 2), the
+    edge row or column repeated into the gap: no wrap-around, no made-up border colour."""
+    return [
+        _shifted(images, axis, step * tta_modes.shift_pixels(images.shape[axis]))
+        for axis in (1, 2)
+        for step in (1, -1)
+    ]
+
+
+def _shifted(images, axis: int, pixels: int):
+    """``images`` moved by ``pixels`` along ``axis`` (positive: towards higher indices)."""
+    side = images.shape[axis]
+    if pixels > 0:
+        edge = keras.ops.take(images, [0], axis=axis)
+        kept = keras.ops.take(images, list(range(side - pixels)), axis=axis)
+        return keras.ops.concatenate([keras.ops.repeat(edge, pixels, axis=axis), kept], axis=axis)
+    edge = keras.ops.take(images, [side - 1], axis=axis)
+    kept = keras.ops.take(images, list(range(-pixels, side)), axis=axis)
+    return keras.ops.concatenate([kept, keras.ops.repeat(edge, -pixels, axis=axis)], axis=axis)
 
 
 def _probabilities(logits, task: str):
@@ -77,7 +104,7 @@ class Averaged(keras.Model):
         members: classifiers on preprocessed images returning logits (runs' model.keras),
             all fed the same preprocessing.
         task: the dataset's MedMNIST task (softmax, or sigmoid for multi-label).
-        tta: "none" or "flip" (mean over the image and its horizontal mirror).
+        tta: a mode of ``tlmed_keras.tta.MODES`` ("none", "flip", "shift", "flip_shift").
 
     Not saved as .keras: it is rebuilt from the members' run directories when needed.
     """
@@ -186,7 +213,7 @@ def ensemble_model(runs: Sequence[Any], tta: str = "none") -> keras.Model:
     """The run's own model for one run without TTA, else an ``Averaged`` of the runs.
 
     Raises:
-        ValueError: a bad ``tta``, or flip TTA on a set whose labels name a body side.
+        ValueError: a bad ``tta``, or mirroring TTA on a set whose labels name a body side.
     """
     check_tta_for(tta, runs[0].info)
     if len(runs) == 1:

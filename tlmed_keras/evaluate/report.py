@@ -39,7 +39,7 @@ class EvalOptions:
         data_dir, download: where the npz file is / whether to fetch it (default: the run's).
         batch_size: prediction batch size.
         out_dir: where the files go (default: beside the run or runs, see ``out_path``).
-        tta: test-time augmentation, "none" or "flip" (``ensemble.TTA_MODES``).
+        tta: test-time augmentation, a mode of ``tlmed_keras.tta.MODES``.
 
     Raises:
         ValueError: a batch size below 1 or an unknown tta.
@@ -57,7 +57,7 @@ class EvalOptions:
         check_tta(self.tta)
 
     def out_path(self, eval_root: Path, split: str) -> Path:
-        """``out_dir``, else ``eval_root/<split>`` (``<split>_tta-flip`` with flip TTA)."""
+        """``out_dir``, else ``eval_root/<split>`` (``<split>_tta-<mode>`` with TTA)."""
         if self.out_dir:
             return Path(self.out_dir)
         return eval_root / (split if self.tta == "none" else f"{split}_tta-{self.tta}")
@@ -67,7 +67,7 @@ def evaluate_run(
     workdir: str | os.PathLike, split: str = "test", options: EvalOptions | None = None
 ) -> Report:
     """Evaluates the run in ``workdir`` on ``split`` and writes ``WORKDIR/eval/<split>/``
-    (``<split>_tta-flip`` with flip test-time augmentation) unless ``options.out_dir``.
+    (``<split>_tta-<mode>`` with test-time augmentation) unless ``options.out_dir``.
 
     Args:
         workdir: a finished run directory (``tlmed_keras.train.rundir.load_run``).
@@ -100,7 +100,7 @@ def evaluate_ensemble(
     Each member is scored alone too (same TTA); the printed summary lists the members' ACC /
     AUC, their mean +- sample sd, then the ensemble's full report. Files go to
     ``options.out_dir`` (default: ``<common parent of the runs>/eval_ensemble/<split>``,
-    ``[_tta-flip]`` appended with flip TTA).
+    ``[_tta-<mode>]`` appended with TTA).
 
     Raises:
         ValueError: members that differ in dataset, size, label set or preprocessing (named),

@@ -10,8 +10,9 @@ images of ``--split`` before it is moved into place. See docs/serving.md.
 
 Several runs (a comma list and/or a quoted glob; same dataset, size, label set and
 preprocessing, else refused) export as ONE SavedModel whose ``probabilities`` are the mean of
-the members'; ``--tta=flip`` also averages each model over the horizontal mirror, inside the
-graph. The ensemble is verified against the Keras ensemble (``evaluate.ensemble.Averaged``).
+the members'; ``--tta=flip`` also averages each model over the horizontal mirror (``shift`` and
+``flip_shift``: small shifts too, ``tlmed_keras.tta``), inside the graph. The ensemble is
+verified against the Keras ensemble (``evaluate.ensemble.Averaged``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 
 from absl import app, flags, logging
 
-from tlmed_keras import cli, runtime
+from tlmed_keras import cli, runtime, tta
 
 flags.DEFINE_string(
     "workdir",
@@ -28,13 +29,7 @@ flags.DEFINE_string(
     "Run directory of a finished training run; several (comma list or glob): one SavedModel "
     "of their seed ensemble (mean probability).",
 )
-flags.DEFINE_enum(
-    "tta",
-    "none",
-    ["none", "flip"],
-    "Test-time augmentation inside the exported graph: none, "
-    "or flip (mean over the image and its horizontal mirror).",
-)
+flags.DEFINE_enum("tta", "none", list(tta.NAMES), "Inside the exported graph. " + tta.HELP)
 flags.DEFINE_string("export_dir", None, "TF Serving model root (DIR/<name>/<version>/).")
 flags.DEFINE_integer("version", None, "Version number; default: one above the highest there.")
 flags.DEFINE_string("name", None, "TF Serving model name; default: the dataset name.")

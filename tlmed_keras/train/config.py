@@ -12,6 +12,7 @@ import math
 import os
 from typing import Any
 
+from tlmed_keras import tta
 from tlmed_keras.train import selection
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -20,7 +21,7 @@ DISTRIBUTE = ("auto", "none", "data_parallel")
 BATCHNORM = ("auto", "frozen", "train")
 WEIGHTS_KEYWORDS = ("imagenet", "none")
 SELECT_ON = selection.SELECT_ON
-TTA = ("none", "flip")
+TTA = tta.NAMES
 DATA_SOURCES = ("auto", "memory", "stream")  # as tlmed_keras.data.sources
 
 
@@ -148,8 +149,7 @@ class Config:
     )
     tta: str = _field(
         "none",
-        "Test-time augmentation of the final val/test evaluation: none, or flip (mean "
-        "probability of the image and its horizontal mirror).",
+        "Of the final val/test evaluation. " + tta.HELP,
     )
     ema_epochs: float = _field(
         0.0,
