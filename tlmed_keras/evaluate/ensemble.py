@@ -73,15 +73,11 @@ def _shifts(images) -> list:
 
 
 def _shifted(images, axis: int, pixels: int):
-    """``images`` moved by ``pixels`` along ``axis`` (positive: towards higher indices)."""
+    """``images`` moved by ``pixels`` along ``axis`` (positive: towards higher indices): one
+    gather whose indices past the edge are clamped to it."""
     side = images.shape[axis]
-    if pixels > 0:
-        edge = keras.ops.take(images, [0], axis=axis)
-        kept = keras.ops.take(images, list(range(side - pixels)), axis=axis)
-        return keras.ops.concatenate([keras.ops.repeat(edge, pixels, axis=axis), kept], axis=axis)
-    edge = keras.ops.take(images, [side - 1], axis=axis)
-    kept = keras.ops.take(images, list(range(-pixels, side)), axis=axis)
-    return keras.ops.concatenate([kept, keras.ops.repeat(edge, -pixels, axis=axis)], axis=axis)
+    index = [min(max(i - pixels, 0), side - 1) for i in range(side)]
+    return keras.ops.take(images, index, axis=axis)
 
 
 def _probabilities(logits, task: str):
