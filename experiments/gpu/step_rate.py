@@ -32,17 +32,23 @@ from absl import app, flags  # noqa: E402
 
 from tlmed_keras.models import registry  # noqa: E402
 
-flags.DEFINE_list(
-    "models",
-    ["mobilenet_v2_torchvision@112"],
-    "NAME@SIZE entries (SIZE: input side in px; NAME alone: the backbone's native size).",
-)
-flags.DEFINE_integer("batch_size", 128, "Images per step.")
-flags.DEFINE_integer("steps", 30, "Timed steps.")
-flags.DEFINE_integer("warmup", 5, "Untimed steps after the first (compiling) one.")
-flags.DEFINE_integer("num_classes", 8, "Classifier outputs (BloodMNIST has 8).")
-flags.DEFINE_bool("bf16", False, "Also time each model under the mixed_bfloat16 policy.")
-flags.DEFINE_string("out", None, "Append the JSON lines to this file too.")
+
+def define_flags() -> None:
+    """This script's flags, defined only when it runs as a program: imported (its test), its
+    common names (--out, --batch_size, --steps) would clash with other modules' flags."""
+    flags.DEFINE_list(
+        "models",
+        ["mobilenet_v2_torchvision@112"],
+        "NAME@SIZE entries (SIZE: input side in px; NAME alone: the backbone's native size).",
+    )
+    flags.DEFINE_integer("batch_size", 128, "Images per step.")
+    flags.DEFINE_integer("steps", 30, "Timed steps.")
+    flags.DEFINE_integer("warmup", 5, "Untimed steps after the first (compiling) one.")
+    flags.DEFINE_integer("num_classes", 8, "Classifier outputs (BloodMNIST has 8).")
+    flags.DEFINE_bool("bf16", False, "Also time each model under the mixed_bfloat16 policy.")
+    flags.DEFINE_string("out", None, "Append the JSON lines to this file too.")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -121,6 +127,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     try:
         app.run(main)
     except ValueError as e:

@@ -29,3 +29,11 @@ def test_a_fine_tuning_step_is_timed_with_batch_norm_frozen():
     after = [np.array(w) for w in model.trainable_weights]
     moved = [not np.array_equal(b, a) for b, a in zip(before, after, strict=True)]
     assert any(moved)  # the timed steps really train
+
+
+def test_importing_it_defines_no_flags():
+    """Its --out / --batch_size / --steps would clash with other modules' flags in one process
+    (the test suite's), so they are defined only when it runs as a program."""
+    from absl import flags
+
+    assert "bf16" not in flags.FLAGS and "warmup" not in flags.FLAGS
