@@ -75,18 +75,22 @@ def cell_scores(data: str, candidate: str) -> list[float] | None:
         path = run_dir(data, name, fold) / "metrics.json"
         if not path.is_file():
             return None
-        val = json.loads(path.read_text())["val"] if not tta else _val_with_tta(path.parent, tta)
-        scores.append((val["acc"] + val["auc"]) / 2)
+        if tta:
+            ev = val_fold(path.parent, tta)
+            acc, auc = ev.acc, ev.auc
+        else:
+            val = json.loads(path.read_text())["val"]
+            acc, auc = val["acc"], val["auc"]
+        scores.append((acc + auc) / 2)
     return scores
 
 
-@functools.cache  # the table and the decision both ask; a path names one run
-def _val_with_tta(workdir: pathlib.Path, tta: str) -> dict[str, float]:
-    """ACC and AUC of a finished fold run on its val fold, with test-time augmentation."""
+@functools.cache  # the table, the decision and the pooled scores all ask; a path names one run
+def val_fold(workdir: pathlib.Path, tta: str = "none"):
+    """The ``Evaluation`` of a finished fold run on its val fold (with TTA ``tta``)."""
     from tlmed_keras.evaluate.report import EvalOptions, evaluate_run
 
-    ev = evaluate_run(workdir, "val", EvalOptions(tta=tta)).evaluation
-    return {"acc": ev.acc, "auc": ev.auc}
+    return evaluate_run(workdir, "val", EvalOptions(tta=tta)).evaluation
 
 
 def paired(candidate: str, reference: str) -> dict | None:
@@ -106,13 +110,11 @@ def pooled(data: str, candidate: str) -> tuple[float, float]:
     """ACC and AUC of every train + val image, each scored by the fold model that held it out
     (every fold's run must be finished)."""
     from tlmed_keras import metrics as mm
-    from tlmed_keras.evaluate.report import EvalOptions, evaluate_run
 
     name, _, tta = candidate.partition("@")
     truths, scores, task = [], [], None
     for fold in range(FOLDS):
-        options = EvalOptions(tta=tta or "none")
-        ev = evaluate_run(run_dir(data, name, fold), "val", options).evaluation
+        ev = val_fold(run_dir(data, name, fold), tta or "none")
         truths.append(ev.y_true)
         scores.append(ev.scores)
         task = ev.task
