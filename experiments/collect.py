@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from experiments import references as refs
 from experiments import runs as sweep_runs
-from tlmed_keras.train import rundir
+from tlmed_keras.runs import rundir
 
 RUN_FIELDS = (
     "cell",

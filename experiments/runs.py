@@ -36,7 +36,7 @@ RUNS_DIR = "runs"
 LOG_FILE = "sweep.log"
 STATUS_FILE = "sweep.json"
 LOCK_FILE = "sweep.lock"
-DONE_FILE = "DONE"  # written last by the trainer (tlmed_keras.train.rundir)
+DONE_FILE = "DONE"  # written last by the trainer (tlmed_keras.runs.rundir)
 METRICS_FILE = "metrics.json"
 
 

@@ -25,7 +25,7 @@ import pytest  # noqa: E402
 
 from tests import tiny_registry  # noqa: E402
 from tlmed_keras.data import catalog  # noqa: E402
-from tlmed_keras.train.config import Config  # noqa: E402  (dataclasses only, no Keras)
+from tlmed_keras.runs.config import Config  # noqa: E402  (dataclasses only, no Keras)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("TLMED_SHARED", REPO.parent / "shared"))

@@ -278,9 +278,9 @@ def test_workdirs_are_checked_before_any_backend_is_imported(tmp_path):
     # paying for TensorFlow / JAX / Keras imports.
     code = (
         "import sys\n"
-        "from tlmed_keras import cli\n"
+        "from tlmed_keras.runs import workdirs\n"
         "try:\n"
-        f"    cli.finished_runs({str(tmp_path / 'nope')!r})\n"
+        f"    workdirs.finished_runs({str(tmp_path / 'nope')!r})\n"
         "except FileNotFoundError as e:\n"
         "    print('refused:', e)\n"
         "print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))\n"

@@ -213,25 +213,3 @@ def options_from_flags(options_type: type[Options], **given: Any) -> Options:
 
     names = [f.name for f in dataclasses.fields(options_type) if f.name in flags.FLAGS]
     return options_type(**{**flag_values(*names), **given})
-
-
-def finished_runs(workdir: str) -> list:
-    """``--workdir`` of evaluate / export (a run, a comma list or globs) as the run folders,
-    each checked to hold a finished run. Cheap (no Keras): call it before ``runtime.setup``.
-
-    Raises:
-        app.UsageError: an empty list or a glob matching nothing.
-        FileNotFoundError: a folder that is missing or holds no finished run.
-    """
-    from absl import app
-
-    from tlmed_keras.evaluate.workdirs import resolve_workdirs
-    from tlmed_keras.train.rundir import check_finished_run
-
-    try:
-        workdirs = resolve_workdirs(workdir)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
-    for folder in workdirs:
-        check_finished_run(folder)
-    return workdirs

@@ -1,5 +1,5 @@
 """Test-time augmentation (TTA) modes, named once for every flag, the trainer's config and the
-evaluation code. The views themselves are built with keras.ops in ``evaluate/ensemble.py``;
+evaluation code. The views themselves are built with keras.ops in ``runs/ensemble.py``;
 this module imports no Keras, so the command lines check ``--tta`` before a backend starts.
 """
 

@@ -17,13 +17,14 @@ from tests import tiny_registry
 from tests.conftest import run_python, tiny_run_config
 from tlmed_keras import tta
 from tlmed_keras.data import catalog
-from tlmed_keras.evaluate import ensemble
 from tlmed_keras.evaluate.evaluation import predict_scores
 from tlmed_keras.evaluate.report import EvalOptions, evaluate_ensemble, evaluate_run
-from tlmed_keras.evaluate.split import load_split
-from tlmed_keras.export import savedmodel, verify
+from tlmed_keras.export import savedmodel
+from tlmed_keras.runs import ensemble
+from tlmed_keras.runs.rundir import load_run
+from tlmed_keras.runs.split import load_split
+from tlmed_keras.serving import verify
 from tlmed_keras.train import selection
-from tlmed_keras.train.rundir import load_run
 from tlmed_keras.train.trainer import train_and_evaluate
 
 

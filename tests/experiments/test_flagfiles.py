@@ -8,7 +8,7 @@ import pytest
 from absl import flags
 
 from experiments import table3
-from tlmed_keras.train import config as cfg
+from tlmed_keras.runs import config as cfg
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 REALDATA = sorted((REPO / "flags" / "cpu" / "realdata").glob("*.cfg"))

@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 from tests.experiments.test_flagfiles import parse
-from tlmed_keras.train import config as cfg
+from tlmed_keras.runs import config as cfg
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RECIPE = REPO / "flags" / "recipes" / "mobilenet_v2_torchvision.cfg"

@@ -14,9 +14,10 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import run_python
-from tlmed_keras.evaluate.split import load_split
-from tlmed_keras.export import layout, savedmodel, signature, verify
-from tlmed_keras.train.rundir import load_run
+from tlmed_keras.export import savedmodel
+from tlmed_keras.runs.rundir import load_run
+from tlmed_keras.runs.split import load_split
+from tlmed_keras.serving import layout, signature, verify
 
 # TensorFlow's console script beside the interpreter that runs the tests (its venv).
 SAVED_MODEL_CLI = pathlib.Path(sys.executable).parent / "saved_model_cli"

@@ -63,8 +63,8 @@ def test_non_image_and_missing_files_are_refused_by_name(tmp_path):
 
 @pytest.mark.parametrize("name", ["breastmnist", "retinamnist"])
 def test_predict_photos_of_other_sizes_and_modes(tiny_run, tmp_path, name):
-    from tlmed_keras.export.verify import keras_reference
     from tlmed_keras.predict.sources import RunPredictor
+    from tlmed_keras.serving.verify import keras_reference
 
     predictor = RunPredictor(tiny_run(name))
     paths = [
@@ -132,9 +132,9 @@ def test_cli_refuses_a_non_image_before_tensorflow_loads(tmp_path):
 
 @pytest.mark.slow  # exports a SavedModel first
 def test_saved_model_predicts_like_the_run(tiny_run, tmp_path):
-    from tlmed_keras.evaluate.split import load_split
     from tlmed_keras.export import savedmodel
     from tlmed_keras.predict.sources import RunPredictor, SavedModelPredictor
+    from tlmed_keras.runs.split import load_split
 
     run_predictor = RunPredictor(tiny_run("retinamnist"))
     run = run_predictor.run
@@ -162,8 +162,8 @@ class _Fixed:
 
 
 def test_several_predictors_average_and_must_share_the_dataset():
-    from tlmed_keras.export.signature import serving_spec
     from tlmed_keras.predict.sources import mean_probabilities
+    from tlmed_keras.serving.signature import serving_spec
 
     breast = serving_spec(catalog.get_info("breastmnist"))
     a, b = _Fixed(breast, [0.2, 0.8], "a"), _Fixed(breast, [0.6, 0.4], "b")

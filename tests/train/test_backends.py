@@ -18,8 +18,8 @@ SCRIPT = textwrap.dedent(
     import dataclasses, json, sys
     import keras
     from tests import tiny_registry
-    from tlmed_keras.train.config import Config
-    from tlmed_keras.train.rundir import load_run
+    from tlmed_keras.runs.config import Config
+    from tlmed_keras.runs.rundir import load_run
     from tlmed_keras.train.trainer import train_and_evaluate
 
     config = Config.from_dict(json.loads(sys.argv[1]))

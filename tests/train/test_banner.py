@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from tests import tiny_registry
 from tlmed_keras.data import catalog
+from tlmed_keras.runs.rundir import load_run
 from tlmed_keras.train import banner
-from tlmed_keras.train.rundir import load_run
 from tlmed_keras.train.trainer import train_and_evaluate
 
 EPOCH_LINE = re.compile(r"^\[phase [12] (head|finetune)\] epoch [12]/2: loss ")
@@ -115,7 +115,7 @@ def test_backend_reason_says_why():
     ],
 )
 def test_banner_says_what_the_training_batches_get(data, expected):
-    from tlmed_keras.train.config import Config
+    from tlmed_keras.runs.config import Config
 
     info = catalog.get_info(data)
     mixup = 0.0 if data == "organamnist" else 0.2
@@ -139,7 +139,7 @@ def test_banner_says_what_the_training_batches_get(data, expected):
     ],
 )
 def test_banner_says_val_is_a_fold_when_cross_fitting(folds, fold, expected):
-    from tlmed_keras.train.config import Config
+    from tlmed_keras.runs.config import Config
 
     info = catalog.get_info("breastmnist")
     resolved = {"backend": "jax", "task": info.task, "label_names": list(info.label_names)}

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from tests import tiny_registry
-from tlmed_keras.train import config as cfg
+from tlmed_keras.runs import config as cfg
 from tlmed_keras.train.trainer import train_and_evaluate
 
 BAD = [

@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(
     import dataclasses, json, sys
     import keras
     from tests import tiny_registry
-    from tlmed_keras.train.config import Config
+    from tlmed_keras.runs.config import Config
     from tlmed_keras.train.trainer import train_and_evaluate
 
     assert len(keras.distribution.list_devices()) == 2, keras.distribution.list_devices()

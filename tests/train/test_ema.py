@@ -10,7 +10,8 @@ import pytest
 
 from tests import tiny_registry
 from tlmed_keras.errors import CheckpointError
-from tlmed_keras.train import ema, rundir
+from tlmed_keras.runs import rundir
+from tlmed_keras.train import ema
 from tlmed_keras.train.trainer import train_and_evaluate
 
 STEPS = 4  # TINY_SPLITS: 32 training images, batch 8

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tlmed_keras import housekeeping
-from tlmed_keras.train import config, epoch_metrics, keras_metrics, rundir, selection
+from tlmed_keras.runs import config, rundir
+from tlmed_keras.train import epoch_metrics, keras_metrics, selection
 from tlmed_keras.train.callbacks import compute_metrics
 from tlmed_keras.train.losses import make_loss
 
@@ -60,6 +61,7 @@ def test_compute_metrics_returns_every_metric():
 
 def test_select_on_choices_are_the_metrics_default_first():
     assert config.SELECT_ON == ("auc", "acc", "loss")
+    assert sorted(config.SELECT_ON) == sorted(epoch_metrics.METRICS)  # named in two layers
     assert config.Config().select_on == selection.DEFAULT == "auc"
     assert selection.selection_value(LOGS, "loss") == 0.625
     assert selection.improves(0.5, 0.625, "loss") and not selection.improves(0.5, 0.6, "auc")

@@ -14,8 +14,9 @@ from tests import tiny_registry
 from tlmed_keras import metrics as mm
 from tlmed_keras._medmnist import evaluator_module
 from tlmed_keras.data import load_arrays
-from tlmed_keras.evaluate.passes import balanced_batch, predict_splits, shared_batch
-from tlmed_keras.train import losses, rundir, trainer
+from tlmed_keras.runs import rundir
+from tlmed_keras.runs.passes import balanced_batch, predict_splits, shared_batch
+from tlmed_keras.train import losses, trainer
 from tlmed_keras.train.trainer import predict_logits, train_and_evaluate
 
 

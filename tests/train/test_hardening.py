@@ -22,7 +22,8 @@ from tlmed_keras.errors import (
     TrainingDivergedError,
     WeightsFileError,
 )
-from tlmed_keras.train import divergence, rundir
+from tlmed_keras.runs import rundir
+from tlmed_keras.train import divergence
 from tlmed_keras.train.trainer import train_and_evaluate
 
 ARRAYS = {"model": [np.arange(6, dtype=np.float32).reshape(2, 3)], "optimizer": [np.ones(4)]}

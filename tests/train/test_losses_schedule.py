@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.utils.class_weight import compute_class_weight
 
+from tlmed_keras.runs.config import Config
 from tlmed_keras.train import losses, schedule
-from tlmed_keras.train.config import Config
 
 
 def test_balanced_weights_equal_sklearn():

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
     """
     import json, os, signal, sys
     from tests import tiny_registry
-    from tlmed_keras.train.config import Config
+    from tlmed_keras.runs.config import Config
     from tlmed_keras.train.trainer import train_and_evaluate
 
     def hook(epoch, phase, model):

@@ -155,9 +155,9 @@ def benchmark(
     import keras
     import tensorflow as tf
 
+    from tlmed_keras.runs.config import Config
     from tlmed_keras.train import schedule, trainer
     from tlmed_keras.train.banner import count_params
-    from tlmed_keras.train.config import Config
 
     if steps < 1 or warmup_steps < 1:
         raise ValueError(f"Bad --steps={steps} / --warmup_steps={warmup_steps}: both must be >= 1.")

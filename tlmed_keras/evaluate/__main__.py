@@ -18,6 +18,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from tlmed_keras import cli, runtime, tta
+from tlmed_keras.runs.workdirs import finished_runs
 
 flags.DEFINE_string(
     "workdir",
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     F = flags.FLAGS
-    workdirs = cli.finished_runs(F.workdir)  # before the backend: a bad path fails at once
+    workdirs = finished_runs(F.workdir)  # before the backend: a bad path fails at once
     runtime.setup(F.backend)
 
     from tlmed_keras.evaluate.report import EvalOptions, evaluate_ensemble, evaluate_run

@@ -121,7 +121,7 @@ def predict_scores(
     (the tf.data pipeline with the run's ``Preprocess``, batches of one shape:
     ``passes.predict_splits``)."""
     from tlmed_keras.data import pipeline
-    from tlmed_keras.evaluate import passes
+    from tlmed_keras.runs import passes
 
     (logits,) = passes.predict_splits(
         model or run.model,

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from tlmed_keras.evaluate import figures
-from tlmed_keras.evaluate.ensemble import check_split_shared, check_tta, load_members, with_tta
 from tlmed_keras.evaluate.evaluation import Evaluation, evaluate_scores, predict_scores, summary
-from tlmed_keras.evaluate.split import load_split
+from tlmed_keras.runs.ensemble import check_split_shared, check_tta, load_members, with_tta
+from tlmed_keras.runs.split import load_split
 
 EVAL_DIR = "eval"
 ENSEMBLE_DIR = "eval_ensemble"
@@ -70,7 +70,7 @@ def evaluate_run(
     (``<split>_tta-<mode>`` with test-time augmentation) unless ``options.out_dir``.
 
     Args:
-        workdir: a finished run directory (``tlmed_keras.train.rundir.load_run``).
+        workdir: a finished run directory (``tlmed_keras.runs.rundir.load_run``).
         split: "train", "val" or "test".
         options: data, batch size, output folder, TTA (default ``EvalOptions()``).
 
@@ -81,7 +81,7 @@ def evaluate_run(
         FileNotFoundError: no finished run in ``workdir`` or no data file; ValueError: bad
         split.
     """
-    from tlmed_keras.train.rundir import load_run
+    from tlmed_keras.runs.rundir import load_run
 
     options = options or EvalOptions()
     run = load_run(workdir)

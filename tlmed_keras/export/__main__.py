@@ -12,7 +12,7 @@ Several runs (a comma list and/or a quoted glob; same dataset, size, label set a
 preprocessing, else refused) export as ONE SavedModel whose ``probabilities`` are the mean of
 the members'; ``--tta=flip`` also averages each model over the horizontal mirror (``shift`` and
 ``flip_shift``: small shifts too, ``tlmed_keras.tta``), inside the graph. The ensemble is
-verified against the Keras ensemble (``evaluate.ensemble.Averaged``).
+verified against the Keras ensemble (``runs.ensemble.Averaged``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import os
 from absl import app, flags, logging
 
 from tlmed_keras import cli, runtime, tta
+from tlmed_keras.runs.workdirs import finished_runs
 
 flags.DEFINE_string(
     "workdir",
@@ -65,15 +66,15 @@ def main(argv: list[str]) -> None:
         # TF's SavedModel writer logs "Assets written to ..." etc. at INFO through absl; the
         # summary printed below says the same. --verbosity=0 brings them back.
         logging.set_verbosity(logging.WARNING)
-    workdirs = cli.finished_runs(F.workdir)  # before the backend: a bad path fails at once
+    workdirs = finished_runs(F.workdir)  # before the backend: a bad path fails at once
     runtime.setup(F.backend)
 
-    from tlmed_keras.evaluate.ensemble import ensemble_model, load_members
-    from tlmed_keras.evaluate.split import load_split
-    from tlmed_keras.export import layout
     from tlmed_keras.export.savedmodel import export_savedmodel
-    from tlmed_keras.export.verify import ExportVerificationError
     from tlmed_keras.housekeeping import remove_stale_export_temps
+    from tlmed_keras.runs.ensemble import ensemble_model, load_members
+    from tlmed_keras.runs.split import load_split
+    from tlmed_keras.serving import layout
+    from tlmed_keras.serving.verify import ExportVerificationError
 
     runs = load_members(workdirs)
     run = runs[0]

@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tlmed_keras.export.signature import INPUT_NAME, ServingSpec, head
+from tlmed_keras.serving.signature import INPUT_NAME, ServingSpec, head
 
 JAX_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 DEFAULT_PLATFORMS = ("cpu", "cuda")

@@ -20,10 +20,10 @@ from pathlib import Path
 import keras
 
 from tlmed_keras.data.catalog import DatasetInfo
-from tlmed_keras.export import layout
 from tlmed_keras.export.archive import DEFAULT_PLATFORMS, check_platforms, write_archive
-from tlmed_keras.export.signature import serving_spec, validate_images
-from tlmed_keras.export.verify import (
+from tlmed_keras.serving import layout
+from tlmed_keras.serving.signature import serving_spec, validate_images
+from tlmed_keras.serving.verify import (
     DEFAULT_ATOL,
     describe_signature,
     keras_reference,

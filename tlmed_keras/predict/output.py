@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # serving imports Keras, which must wait for runtime.setup's backend
-    from tlmed_keras.export.signature import ServingSpec
+    from tlmed_keras.serving.signature import ServingSpec
 
 FORMATS = ("text", "csv", "json")
 

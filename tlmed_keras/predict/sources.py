@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tlmed_keras.export.signature import PROBABILITIES, ServingSpec  # after runtime.setup
+from tlmed_keras.serving.signature import PROBABILITIES, ServingSpec  # after runtime.setup
 
 
 class Predictor(Protocol):
@@ -28,8 +28,8 @@ class RunPredictor:
     """A finished training run (``--workdir``): model.keras + the training Preprocess."""
 
     def __init__(self, workdir: os.PathLike | str, batch_size: int = 64):
-        from tlmed_keras.export.signature import serving_spec
-        from tlmed_keras.train.rundir import load_run
+        from tlmed_keras.runs.rundir import load_run
+        from tlmed_keras.serving.signature import serving_spec
 
         self.run = load_run(workdir)
         self.spec = serving_spec(self.run.info)
@@ -37,7 +37,7 @@ class RunPredictor:
         self.batch_size = batch_size
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        from tlmed_keras.export.verify import keras_reference
+        from tlmed_keras.serving.verify import keras_reference
 
         out = keras_reference(
             self.run.model, self.run.preprocess, images, self.spec, self.batch_size
@@ -49,14 +49,14 @@ class SavedModelPredictor:
     """An exported SavedModel version folder (``--saved_model``), read by TF's loader."""
 
     def __init__(self, path: os.PathLike | str, batch_size: int = 64):
-        from tlmed_keras.export.layout import read_metadata
+        from tlmed_keras.serving.layout import read_metadata
 
         self.spec = read_metadata(path)
         self.source = os.fspath(path)
         self.batch_size = batch_size
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        from tlmed_keras.export.verify import predict
+        from tlmed_keras.serving.verify import predict
 
         out = predict(self.source, images, self.spec, self.batch_size)
         return np.asarray(out[PROBABILITIES], dtype=np.float32)

@@ -3,9 +3,9 @@
     python -m tlmed_keras.train --model=mobilenet_v2 --data=bloodmnist --workdir=runs/blood
     python -m tlmed_keras.train --flagfile=flags/cpu/breastmnist_mobilenet_v2_torchvision.cfg
 
-Every flag is a field of ``tlmed_keras.train.config.Config`` (names, defaults and help are
+Every flag is a field of ``tlmed_keras.runs.config.Config`` (names, defaults and help are
 defined there, in one place). The run directory is described in
-``tlmed_keras.train.rundir``; rerunning with the same flags resumes an interrupted run.
+``tlmed_keras.runs.rundir``; rerunning with the same flags resumes an interrupted run.
 
 Data parallelism: on the JAX backend with more than one device the batch is split over all
 local devices (``--distribute=auto``). For several hosts start every host with
@@ -20,7 +20,7 @@ import os
 from absl import app, flags
 
 from tlmed_keras import cli, precheck
-from tlmed_keras.train.config import Config, fields_help
+from tlmed_keras.runs.config import Config, fields_help
 
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}
 for _name, _default, _help in fields_help():

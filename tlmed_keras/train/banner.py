@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tlmed_keras.data import catalog
-from tlmed_keras.train.config import Config
+from tlmed_keras.runs.config import Config
 
 MAX_LABELS_SHOWN = 8
 RULE_WIDTH = 88  # the banner's rules; long paths may run past them

@@ -9,8 +9,8 @@ import math
 import keras
 
 from tlmed_keras.data import pipeline
+from tlmed_keras.runs.config import Config
 from tlmed_keras.train import layer_decay
-from tlmed_keras.train.config import Config
 
 HEAD, FINETUNE = "head", "finetune"
 PHASES = (HEAD, FINETUNE)

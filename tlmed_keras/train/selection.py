@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import math
 
+from tlmed_keras.runs.config import SELECT_ON
 from tlmed_keras.train import epoch_metrics
 
-DEFAULT = "auc"
-# --select_on's choices: the default first, as --help and the error list them.
-SELECT_ON = (DEFAULT, *(name for name in reversed(epoch_metrics.METRICS) if name != DEFAULT))
+DEFAULT = SELECT_ON[0]  # --select_on's choices are the run config's: the default first
 LOWER_IS_BETTER = ("loss",)
 
 

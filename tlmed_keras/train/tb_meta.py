@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tlmed_keras.train.config import Config
+from tlmed_keras.runs.config import Config
 
 RESOLVED_HPARAMS = ("backend", "image_size", "devices", "task", "num_classes")
 

@@ -33,8 +33,10 @@ from tlmed_keras import metrics as mm
 from tlmed_keras.data import catalog
 from tlmed_keras.data.preprocess import Preprocess
 from tlmed_keras.errors import CheckpointError, TrainingDivergedError
-from tlmed_keras.evaluate import passes
-from tlmed_keras.evaluate.ensemble import check_tta_for, with_tta
+from tlmed_keras.runs import config as cfg
+from tlmed_keras.runs import passes, rundir
+from tlmed_keras.runs.config import Config
+from tlmed_keras.runs.ensemble import check_tta_for, with_tta
 from tlmed_keras.train import (
     banner,
     divergence,
@@ -43,14 +45,11 @@ from tlmed_keras.train import (
     keras_metrics,
     layer_decay,
     losses,
-    rundir,
     schedule,
     selection,
     tb_meta,
 )
 from tlmed_keras.train import callbacks as cb
-from tlmed_keras.train import config as cfg
-from tlmed_keras.train.config import Config
 from tlmed_keras.weights_guard import loading_weights
 
 SEED_STRIDE = 100_003  # epoch seeds: seed * SEED_STRIDE + epoch (distinct for any epoch count)

@@ -16,7 +16,7 @@ def load_split(
     cross-fitted run (``--cv_folds``), "train" and "val" are its folds.
 
     Args:
-        run: a ``tlmed_keras.train.rundir.Run``.
+        run: a ``tlmed_keras.runs.rundir.Run``.
         split: "train", "val" or "test".
         data_dir: folder of the npz files; default: the run's own ``data_dir`` (or medmnist's
             cache when the run had none).

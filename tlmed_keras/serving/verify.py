@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tlmed_keras.export.signature import (
+from tlmed_keras.serving.signature import (
     CLASS_ID,
     INPUT_NAME,
     PROBABILITIES,
@@ -172,7 +172,7 @@ def predict(path: str | Path, images, spec: ServingSpec | None = None, batch_siz
     Raises:
         TypeError / ValueError: images of the wrong dtype or shape (see ``validate_images``).
     """
-    from tlmed_keras.export.layout import read_metadata
+    from tlmed_keras.serving.layout import read_metadata
 
     spec = spec or read_metadata(path)
     raw = validate_images(images, spec)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlmed_keras.export.signature import INPUT_NAME, ServingSpec
+from tlmed_keras.serving.signature import INPUT_NAME, ServingSpec
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 EXTRA = "assets.extra"

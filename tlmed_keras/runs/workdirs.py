@@ -38,3 +38,24 @@ def resolve_workdirs(value: str | Sequence[str]) -> list[Path]:
         else:
             found.append(Path(item))
     return list(dict.fromkeys(found))
+
+
+def finished_runs(workdir: str) -> list:
+    """``--workdir`` of evaluate / export (a run, a comma list or globs) as the run folders,
+    each checked to hold a finished run. Cheap (no Keras): call it before ``runtime.setup``.
+
+    Raises:
+        app.UsageError: an empty list or a glob matching nothing.
+        FileNotFoundError: a folder that is missing or holds no finished run.
+    """
+    from absl import app
+
+    from tlmed_keras.runs.rundir import check_finished_run
+
+    try:
+        workdirs = resolve_workdirs(workdir)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    for folder in workdirs:
+        check_finished_run(folder)
+    return workdirs

@@ -22,7 +22,7 @@ import keras
 
 from tlmed_keras import metrics as mm
 from tlmed_keras import tta as tta_modes
-from tlmed_keras.evaluate.workdirs import resolve_workdirs  # noqa: F401 (re-exported)
+from tlmed_keras.runs.workdirs import resolve_workdirs  # noqa: F401 (re-exported)
 
 TTA_MODES = tta_modes.NAMES
 # Probabilities are clipped before the log so that a saturated member gives finite logits;
@@ -198,7 +198,7 @@ def _folds(run: Any) -> str:
 
 def load_members(workdirs: Sequence[str | os.PathLike]) -> list[Any]:
     """Loads finished runs (``rundir.load_run``) and checks that they can be averaged."""
-    from tlmed_keras.train.rundir import load_run
+    from tlmed_keras.runs.rundir import load_run
 
     runs = [load_run(w) for w in workdirs]
     check_members(runs)

@@ -13,14 +13,15 @@ import os
 from typing import Any
 
 from tlmed_keras import tta
-from tlmed_keras.train import selection
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 CLASS_WEIGHTS = ("none", "balanced")
 DISTRIBUTE = ("auto", "none", "data_parallel")
 BATCHNORM = ("auto", "frozen", "train")
 WEIGHTS_KEYWORDS = ("imagenet", "none")
-SELECT_ON = selection.SELECT_ON
+# --select_on's choices, the default first: the epoch metrics (train.epoch_metrics.METRICS;
+# tests/train/test_epoch_metrics.py checks the two name the same metrics).
+SELECT_ON = ("auc", "acc", "loss")
 TTA = tta.NAMES
 DATA_SOURCES = ("auto", "memory", "stream")  # as tlmed_keras.data.sources
 
@@ -143,7 +144,7 @@ class Config:
         0, "Cap on training steps per epoch; 0 = full epoch.", minimum=0
     )
     select_on: str = _field(
-        selection.DEFAULT,
+        SELECT_ON[0],
         "Validation metric that selects the checkpoint evaluated on test and that --patience "
         "watches: auc, acc (highest) or loss (lowest).",
     )

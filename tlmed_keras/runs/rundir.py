@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from tlmed_keras.errors import CheckpointError, TlmedError
-from tlmed_keras.train.config import Config
+from tlmed_keras.runs.config import Config
 
 FLAGS_FILE = "flags.txt"
 CONFIG_FILE = "config.json"
