@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
+import shutil
 import types
 
 import keras
@@ -20,7 +22,7 @@ from tlmed_keras.data import catalog
 from tlmed_keras.evaluate.evaluation import predict_scores
 from tlmed_keras.evaluate.report import EvalOptions, evaluate_ensemble, evaluate_run
 from tlmed_keras.export import savedmodel
-from tlmed_keras.runs import ensemble
+from tlmed_keras.runs import ensemble, rundir
 from tlmed_keras.runs.rundir import load_run
 from tlmed_keras.runs.split import load_split
 from tlmed_keras.serving import verify
@@ -258,6 +260,26 @@ def test_ensemble_averages_member_probabilities_and_reports_members(seeds):
     assert "mean ACC" in report.text and "Ensemble of 2 runs" in report.text
 
 
+def test_ensemble_defaults_to_its_members_common_tta(seeds):
+    report = evaluate_ensemble(seeds, "val")
+    saved = json.loads(report.files["report"].read_text())
+    assert (saved["tta"], saved["tta_source"]) == ("none", "the runs' own")
+    assert "Ensemble of 2 runs (test-time augmentation: none, the runs' own)" in report.text
+
+
+def test_ensemble_of_runs_trained_with_other_tta_is_refused_unless_tta_is_given(seeds, tmp_path):
+    flipped = tmp_path / "flipped"
+    shutil.copytree(seeds[1], flipped)
+    config = json.loads((flipped / rundir.CONFIG_FILE).read_text())
+    config["tta"] = config[rundir.FLAGS_KEY]["tta"] = "flip"  # as if trained with --tta=flip
+    (flipped / rundir.CONFIG_FILE).write_text(json.dumps(config))
+    disagreement = re.escape(f"different --tta ({seeds[0]}: none, {flipped}: flip)")
+    with pytest.raises(ValueError, match=disagreement):
+        evaluate_ensemble([seeds[0], flipped], "val")
+    report = evaluate_ensemble([seeds[0], flipped], "val", EvalOptions(tta="none"))
+    assert "(test-time augmentation: none, --tta)" in report.text
+
+
 # --- ensembles: export -------------------------------------------------------------------
 
 
@@ -309,9 +331,19 @@ def test_trainer_selects_on_loss_and_evaluates_with_tta(medmnist_dir, tmp_path):
     assert metrics["select_on"] == "loss" and metrics["tta"] == "flip"
     losses = [float(row["val_loss"]) for row in _history(workdir)]
     assert metrics["best_epoch"] == int(np.argmin(losses)) + 1
-    again = evaluate_run(workdir, "test", EvalOptions(tta="flip")).evaluation
-    assert again.acc == pytest.approx(metrics["test"]["acc"], abs=1e-6)
-    assert again.auc == pytest.approx(metrics["test"]["auc"], abs=1e-6)
+    # evaluate's default is the run's own TTA: it repeats the trainer's test numbers.
+    again = evaluate_run(workdir, "test")
+    assert again.evaluation.acc == pytest.approx(metrics["test"]["acc"], abs=1e-6)
+    assert again.evaluation.auc == pytest.approx(metrics["test"]["auc"], abs=1e-6)
+    assert "test-time augmentation: flip, the run's own" in again.text
+    assert again.out_dir == workdir / "eval" / "test_tta-flip"
+    # An explicit --tta overrides it, and the summary says so.
+    plain = evaluate_run(workdir, "test", EvalOptions(tta="none"))
+    assert "test-time augmentation: none, --tta" in plain.text
+    assert plain.out_dir == workdir / "eval" / "test"
+    saved = json.loads(plain.files["report"].read_text())
+    assert (saved["tta"], saved["tta_source"]) == ("none", "--tta")
+    assert not np.allclose(plain.evaluation.scores, again.evaluation.scores)
 
 
 def _history(workdir: pathlib.Path) -> list[dict]:

@@ -237,6 +237,9 @@ def test_cli_on_tensorflow_backend_matches_jax_export(exported, tiny_run, tmp_pa
     version = tmp_path / "retinamnist" / "5"
     meta = json.loads((version / "assets.extra" / "metadata.json").read_text())
     assert meta["backend"] == "tensorflow"
+    # The run's own TTA by default (the tiny run was trained with none), said in the output.
+    assert meta["tta"] == "none"
+    assert "Test-time augmentation in the graph: none (the runs' own)." in proc.stdout
     tf_probs = verify.predict(version, images[:7])["probabilities"]
     jax_probs = verify.predict(jax_result.path, images[:7])["probabilities"]
     np.testing.assert_allclose(tf_probs, jax_probs, atol=1e-4)

@@ -8,9 +8,13 @@ recall, F1, support and AUC; writes ``RUN/eval/<split>/`` (report.json, summary.
 confusion_matrix.png, roc_curves.png). With several runs (a comma list and/or a quoted glob)
 it averages their probabilities, prints each member's ACC / AUC and their mean +- sd beside
 the ensemble's, and writes ``<common parent>/eval_ensemble/<split>/``. Members must share
-dataset, size, label set and preprocessing; a mismatch is refused, naming it. ``--tta=flip``
-averages each model over the image and its horizontal mirror; ``shift`` and ``flip_shift``
-add small shifts (MODE: none, flip, shift, flip_shift; ``tlmed_keras.tta``).
+dataset, size, label set and preprocessing; a mismatch is refused, naming it.
+
+The test-time augmentation (TTA) is the run's own by default (its ``--tta`` in config.json),
+so ``evaluate`` repeats the numbers the trainer printed; an ensemble uses its members' common
+mode and refuses members trained with different ones. ``--tta`` overrides: ``flip`` averages
+each model over the image and its horizontal mirror; ``shift`` and ``flip_shift`` add small
+shifts (MODE: none, flip, shift, flip_shift; ``tlmed_keras.tta``). The summary names the TTA.
 """
 
 from __future__ import annotations
@@ -26,7 +30,13 @@ flags.DEFINE_string(
     "Run directory of a finished training run; several (comma list or glob): their seed ensemble.",
 )
 flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to evaluate.")
-flags.DEFINE_enum("tta", "none", list(tta.NAMES), tta.HELP)
+flags.DEFINE_enum(
+    "tta",
+    None,
+    list(tta.NAMES),
+    tta.HELP + " Default: the TTA the run was trained with (config.json), so the numbers "
+    "repeat the trainer's; for several runs their common one (runs that differ need --tta).",
+)
 flags.DEFINE_string("data_dir", None, "Folder of the npz files; default: the run's data_dir.")
 flags.DEFINE_bool("download", None, "Download a missing data file; default: the run's setting.")
 flags.DEFINE_integer("batch_size", 256, "Prediction batch size.")
@@ -34,7 +44,7 @@ flags.DEFINE_string(
     "out_dir",
     None,
     "Where the report goes; default: WORKDIR/eval/<split> (one run) or "
-    "<common parent>/eval_ensemble/<split> (several); _tta-<mode> is appended with a --tta "
+    "<common parent>/eval_ensemble/<split> (several); _tta-<mode> is appended with a TTA "
     "other than none.",
 )
 flags.DEFINE_enum("backend", "auto", list(runtime.BACKENDS), "Keras backend.")

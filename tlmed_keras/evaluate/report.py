@@ -14,7 +14,13 @@ import numpy as np
 
 from tlmed_keras.evaluate import figures
 from tlmed_keras.evaluate.evaluation import Evaluation, evaluate_scores, predict_scores, summary
-from tlmed_keras.runs.ensemble import check_split_shared, check_tta, load_members, with_tta
+from tlmed_keras.runs.ensemble import (
+    check_split_shared,
+    check_tta,
+    load_members,
+    recorded_tta,
+    with_tta,
+)
 from tlmed_keras.runs.split import load_split
 
 EVAL_DIR = "eval"
@@ -39,7 +45,8 @@ class EvalOptions:
         data_dir, download: where the npz file is / whether to fetch it (default: the run's).
         batch_size: prediction batch size.
         out_dir: where the files go (default: beside the run or runs, see ``out_path``).
-        tta: test-time augmentation, a mode of ``tlmed_keras.tta.MODES``.
+        tta: test-time augmentation, a mode of ``tlmed_keras.tta.MODES``; None: the runs'
+            own (``--tta`` of their training, so the numbers repeat the trainer's).
 
     Raises:
         ValueError: a batch size below 1 or an unknown tta.
@@ -49,18 +56,28 @@ class EvalOptions:
     download: bool | None = None
     batch_size: int = 256
     out_dir: str | os.PathLike | None = None
-    tta: str = "none"
+    tta: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}.")
-        check_tta(self.tta)
+        if self.tta is not None:
+            check_tta(self.tta)
+
+    def for_runs(self, runs: Sequence) -> tuple[EvalOptions, str]:
+        """These options with ``tta`` settled for ``runs``, and where it came from: the
+        given ``--tta``, else the runs' own (``recorded_tta``, which refuses a disagreement).
+        """
+        if self.tta is not None:
+            return self, "--tta"
+        source = "the run's own" if len(runs) == 1 else "the runs' own"
+        return dataclasses.replace(self, tta=recorded_tta(runs)), source
 
     def out_path(self, eval_root: Path, split: str) -> Path:
         """``out_dir``, else ``eval_root/<split>`` (``<split>_tta-<mode>`` with TTA)."""
         if self.out_dir:
             return Path(self.out_dir)
-        return eval_root / (split if self.tta == "none" else f"{split}_tta-{self.tta}")
+        return eval_root / (split if self.tta in (None, "none") else f"{split}_tta-{self.tta}")
 
 
 def evaluate_run(
@@ -72,7 +89,8 @@ def evaluate_run(
     Args:
         workdir: a finished run directory (``tlmed_keras.runs.rundir.load_run``).
         split: "train", "val" or "test".
-        options: data, batch size, output folder, TTA (default ``EvalOptions()``).
+        options: data, batch size, output folder, TTA (default ``EvalOptions()``: the run's
+            own TTA).
 
     Returns:
         A ``Report``.
@@ -83,12 +101,13 @@ def evaluate_run(
     """
     from tlmed_keras.runs.rundir import load_run
 
-    options = options or EvalOptions()
     run = load_run(workdir)
+    options, tta_source = (options or EvalOptions()).for_runs([run])
     (ev,) = _member_evaluations([run], split, options)
     out = options.out_path(Path(workdir) / EVAL_DIR, split)
-    header = f"Run {workdir}: model {run.config.model}" + _tta_note(options.tta)
-    payload = {"workdir": str(workdir), "model": run.config.model, "tta": options.tta}
+    header = f"Run {workdir}: model {run.config.model}" + _tta_note(options.tta, tta_source)
+    payload = {"workdir": str(workdir), "model": run.config.model}
+    payload |= {"tta": options.tta, "tta_source": tta_source}
     return _write(ev, out, header, payload)
 
 
@@ -104,12 +123,13 @@ def evaluate_ensemble(
 
     Raises:
         ValueError: members that differ in dataset, size, label set or preprocessing (named),
-            or in their folds when ``split`` is not test; a bad split.
+            or in their folds when ``split`` is not test, or (without ``options.tta``) in
+            the TTA they were trained with; a bad split.
         FileNotFoundError: a folder without a finished run.
     """
-    options = options or EvalOptions()
     runs = load_members(workdirs)
     check_split_shared(runs, split)
+    options, tta_source = (options or EvalOptions()).for_runs(runs)
     members = _member_evaluations(runs, split, options)
     info = runs[0].info
     scores = np.mean([ev.scores for ev in members], axis=0)
@@ -127,13 +147,16 @@ def evaluate_ensemble(
         {"workdir": str(w), "acc": m.to_json()["acc"], "auc": m.to_json()["auc"]}
         for w, m in zip(workdirs, members, strict=True)
     ]
-    header = _members_text(rows) + f"\nEnsemble of {len(runs)} runs" + _tta_note(options.tta)
-    payload = {"workdirs": [str(w) for w in workdirs], "tta": options.tta, "members": rows}
+    header = _members_text(rows) + f"\nEnsemble of {len(runs)} runs"
+    header += _tta_note(options.tta, tta_source)
+    payload = {"workdirs": [str(w) for w in workdirs], "tta": options.tta}
+    payload |= {"tta_source": tta_source, "members": rows}
     return _write(ev, out, header, payload)
 
 
-def _tta_note(tta: str) -> str:
-    return "" if tta == "none" else f" (test-time augmentation: {tta})"
+def _tta_note(tta: str, source: str) -> str:
+    """Says which TTA the numbers used and why: every summary names it, none included."""
+    return f" (test-time augmentation: {tta}, {source})"
 
 
 def _member_evaluations(runs: Sequence, split: str, options: EvalOptions) -> list[Evaluation]:

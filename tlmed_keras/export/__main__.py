@@ -10,9 +10,11 @@ images of ``--split`` before it is moved into place. See docs/serving.md.
 
 Several runs (a comma list and/or a quoted glob; same dataset, size, label set and
 preprocessing, else refused) export as ONE SavedModel whose ``probabilities`` are the mean of
-the members'; ``--tta=flip`` also averages each model over the horizontal mirror (``shift`` and
-``flip_shift``: small shifts too, ``tlmed_keras.tta``), inside the graph. The ensemble is
-verified against the Keras ensemble (``runs.ensemble.Averaged``).
+the members'. The graph holds the runs' own test-time augmentation by default (their
+``--tta`` in config.json, so the served model is the one the trainer scored; members trained
+with different modes are refused); ``--tta`` overrides: ``flip`` averages each model over the
+horizontal mirror (``shift`` and ``flip_shift``: small shifts too, ``tlmed_keras.tta``). The
+ensemble is verified against the Keras ensemble (``runs.ensemble.Averaged``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ flags.DEFINE_string(
     "Run directory of a finished training run; several (comma list or glob): one SavedModel "
     "of their seed ensemble (mean probability).",
 )
-flags.DEFINE_enum("tta", "none", list(tta.NAMES), "Inside the exported graph. " + tta.HELP)
+flags.DEFINE_enum(
+    "tta",
+    None,
+    list(tta.NAMES),
+    "Inside the exported graph. " + tta.HELP + " Default: the TTA the runs were trained with "
+    "(config.json); runs trained with different ones need --tta.",
+)
 flags.DEFINE_string("export_dir", None, "TF Serving model root (DIR/<name>/<version>/).")
 flags.DEFINE_integer("version", None, "Version number; default: one above the highest there.")
 flags.DEFINE_string("name", None, "TF Serving model name; default: the dataset name.")
@@ -71,24 +79,25 @@ def main(argv: list[str]) -> None:
 
     from tlmed_keras.export.savedmodel import export_savedmodel
     from tlmed_keras.housekeeping import remove_stale_export_temps
-    from tlmed_keras.runs.ensemble import ensemble_model, load_members
+    from tlmed_keras.runs.ensemble import ensemble_model, load_members, recorded_tta
     from tlmed_keras.runs.split import load_split
     from tlmed_keras.serving import layout
     from tlmed_keras.serving.verify import ExportVerificationError
 
     runs = load_members(workdirs)
     run = runs[0]
+    tta_mode, tta_source = (F.tta, "--tta") if F.tta else (recorded_tta(runs), "the runs' own")
     remove_stale_export_temps(os.path.join(F.export_dir, F.name or run.info.name))
     images, _ = load_split(run, F.split, F.data_dir, F.download)
     if F.num_verify > 0:
         images = images[: F.num_verify]
-    metadata = {"workdir": str(run.workdir), "model": run.config.model, "tta": F.tta}
+    metadata = {"workdir": str(run.workdir), "model": run.config.model, "tta": tta_mode}
     if len(runs) > 1:
         metadata["ensemble_workdirs"] = [str(r.workdir) for r in runs]
         metadata["ensemble_models"] = [r.config.model for r in runs]
     try:
         result = export_savedmodel(
-            ensemble_model(runs, F.tta),
+            ensemble_model(runs, tta_mode),
             run.preprocess,
             run.info,
             F.export_dir,
@@ -104,6 +113,7 @@ def main(argv: list[str]) -> None:
         f"Verified on {result.num_verified} {F.split} images: max |SavedModel - Keras {what}| "
         f"probability difference {result.max_abs_diff:.2e} (limit {F.atol:g})."
     )
+    print(f"Test-time augmentation in the graph: {tta_mode} ({tta_source}).")
     print(f"Exported {result.name} version {result.version} -> {result.path}")
     print(f"TF Serving config: {result.models_config}")
     print(f"Sample request:    {result.request}")

@@ -196,6 +196,23 @@ def _folds(run: Any) -> str:
     return f"fold {fold} of {folds}" if folds else "the official split"
 
 
+def recorded_tta(runs: Sequence[Any]) -> str:
+    """The TTA the runs were trained with (their config.json's ``tta``; "none" for runs that
+    predate the flag): the TTA behind each run's own final test numbers.
+
+    Raises:
+        ValueError: members trained with different TTA modes, naming each run's mode.
+    """
+    modes = {str(run.workdir): run.config.tta for run in runs}
+    if len(set(modes.values())) > 1:
+        listed = ", ".join(f"{workdir}: {mode}" for workdir, mode in modes.items())
+        raise ValueError(
+            f"The runs were trained with different --tta ({listed}), so they have no common "
+            "TTA to default to. Pass --tta=MODE to evaluate them all with one mode."
+        )
+    return next(iter(modes.values()))
+
+
 def load_members(workdirs: Sequence[str | os.PathLike]) -> list[Any]:
     """Loads finished runs (``rundir.load_run``) and checks that they can be averaged."""
     from tlmed_keras.runs.rundir import load_run
