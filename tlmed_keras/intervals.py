@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -153,7 +154,17 @@ def _bootstrap(
         return values - scorers[1](counts) if len(scorers) > 1 else values
 
     full = statistic(*[g[None, :] for g in strata])[:, 0]
-    res = stats.bootstrap(
+    with warnings.catch_warnings():  # undefined resamples (NaN) are handled in _interval
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = _resampled(statistic, strata, n, resamples, seed, confidence)
+    return {
+        name: _interval(full[i], res.bootstrap_distribution[i], res, i, confidence)
+        for i, name in enumerate(METRICS)
+    }
+
+
+def _resampled(statistic, strata, n: int, resamples: int, seed: int, confidence: float):
+    return stats.bootstrap(
         tuple(strata),
         statistic,
         n_resamples=resamples,
@@ -164,10 +175,6 @@ def _bootstrap(
         confidence_level=confidence,
         rng=np.random.default_rng(seed),
     )
-    return {
-        name: _interval(full[i], res.bootstrap_distribution[i], res, i, confidence)
-        for i, name in enumerate(METRICS)
-    }
 
 
 def _interval(estimate, distribution, res, i: int, confidence: float) -> Interval:
