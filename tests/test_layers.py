@@ -22,7 +22,7 @@ PACKAGE = ROOT / "tlmed_keras"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset(
         {"__init__", "_medmnist", "errors", "cli", "runtime", "metrics", "tta"}
-        | {"housekeeping", "weights_guard"}
+        | {"housekeeping", "weights_guard", "calibration", "intervals"}
     ),
     frozenset({"data"}),
     # precheck judges --data against the catalog and --model against models/' source (read

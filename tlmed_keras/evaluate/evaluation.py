@@ -1,5 +1,7 @@
-"""Evaluate a finished run on one split: MedMNIST ACC/AUC (the training code), per-class
-precision / recall / F1 / support / AUC, the confusion matrix, and a readable summary."""
+"""Evaluate a finished run on one split: MedMNIST ACC/AUC (the training code) with their 95 %
+bootstrap intervals (``tlmed_keras.intervals``), per-class precision / recall / F1 / support /
+AUC, the confusion matrix, calibration before and after temperature scaling, and a readable
+summary."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix
 
+from tlmed_keras import intervals as iv
 from tlmed_keras import metrics as mm
 
 THRESHOLD = 0.5  # multi-label decision threshold (MedMNIST's getACC)
@@ -28,6 +31,9 @@ class Evaluation:
     auc: float
     per_class: dict[str, dict[str, float | int | None]]
     confusion: np.ndarray  # [C, C] (rows: true, cols: predicted) or [L, 2, 2] multi-label
+    intervals: dict[str, iv.Interval] = dataclasses.field(default_factory=dict)
+    # ``evaluate.calibrate.Calibration`` once temperature scaling is applied, else None
+    calibration: Any = None
 
     @property
     def multilabel(self) -> bool:
@@ -41,6 +47,9 @@ class Evaluation:
             "num_images": int(len(self.scores)),
             "acc": mm.json_float(self.acc),
             "auc": mm.json_float(self.auc),
+            **{f"{name}_ci95": found.to_json() for name, found in self.intervals.items()},
+            "intervals": iv.describe() if self.intervals else None,
+            "calibration": None if self.calibration is None else self.calibration.to_json(),
             "per_class": self.per_class,
             "confusion_matrix": self.confusion.tolist(),
             "label_names": list(self.label_names),
@@ -110,6 +119,7 @@ def evaluate_scores(
         auc=mm.medmnist_auc(y_true, scores, task),
         per_class=per_class,
         confusion=confusion,
+        intervals=iv.metric_intervals(y_true, scores, task),
     )
 
 
@@ -117,20 +127,19 @@ def predict_scores(
     run: Any, images: np.ndarray, labels: np.ndarray, batch_size: int = 256, model: Any = None
 ):
     """``(y_true, probabilities)`` of ``run``'s model (or ``model``, e.g. its TTA wrapper, fed
-    the same preprocessed images) on raw ``images``, fed exactly like training's evaluation
-    (the tf.data pipeline with the run's ``Preprocess``, batches of one shape:
-    ``passes.predict_splits``)."""
-    from tlmed_keras.data import pipeline
-    from tlmed_keras.runs import passes
+    the same preprocessed images) on raw ``images`` (``predict_logits``)."""
+    y_true, logits = predict_logits(run, images, labels, batch_size, model)
+    return y_true, mm.probabilities(logits, run.info.task)
 
-    (logits,) = passes.predict_splits(
-        model or run.model,
-        [(images, labels)],
-        info=run.info,
-        preprocess=run.preprocess,
-        eval_batch=batch_size,
-    )
-    return pipeline.task_labels(labels, run.info), mm.probabilities(logits, run.info.task)
+
+def predict_logits(
+    run: Any, images: np.ndarray, labels: np.ndarray, batch_size: int = 256, model: Any = None
+):
+    """``(y_true, logits)`` of ``run``'s model (or ``model``) on raw ``images``
+    (``runs.passes.run_logits``: fed exactly like training's evaluation)."""
+    from tlmed_keras.runs.passes import run_logits
+
+    return run_logits(run, images, labels, batch_size, model=model)
 
 
 def summary(ev: Evaluation, header: str = "") -> str:
@@ -140,7 +149,7 @@ def summary(ev: Evaluation, header: str = "") -> str:
     lines = [header] if header else []
     lines += [
         f"{ev.dataset} ({ev.task}), {ev.split} split, {len(ev.scores)} images",
-        f"ACC {ev.acc:.4f}   AUC {ev.auc:.4f}   (MedMNIST definitions)",
+        *_headline(ev),
         "",
         head,
         "-" * len(head),
@@ -160,6 +169,20 @@ def summary(ev: Evaluation, header: str = "") -> str:
         f"{macro['f1']:>8.4f}{total:>9d}"
     )
     return "\n".join(lines)
+
+
+def _headline(ev: Evaluation) -> list[str]:
+    """ACC / AUC with their intervals, then calibration before / after temperature scaling."""
+    if ev.intervals:
+        lines = [
+            f"ACC {ev.intervals['acc'].text()}   AUC {ev.intervals['auc'].text()}   "
+            f"(MedMNIST definitions; [95 % bootstrap interval over the {len(ev.scores)} images])"
+        ]
+    else:
+        lines = [f"ACC {ev.acc:.4f}   AUC {ev.auc:.4f}   (MedMNIST definitions)"]
+    if ev.calibration is not None:
+        lines += ev.calibration.lines()
+    return lines
 
 
 def _short(name: str, width: int) -> str:

@@ -1,4 +1,4 @@
-"""Confusion matrix and one-vs-rest ROC figures (matplotlib, Agg: no display needed)."""
+"""Confusion matrix, one-vs-rest ROC and reliability figures (matplotlib, Agg: no display)."""
 
 from __future__ import annotations
 
@@ -95,6 +95,43 @@ def roc_figure(ev: Evaluation, path: str | Path) -> Path:
     kind = "per-label" if ev.multilabel else "one-vs-rest"
     ax.set_title(f"{ev.dataset} {ev.split}: {kind} ROC (MedMNIST AUC {ev.auc:.3f})")
     ax.legend(loc="lower right", fontsize=8 if len(ev.label_names) <= 8 else 6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def reliability_figure(ev: Evaluation, path: str | Path) -> Path:
+    """Writes the reliability diagram (accuracy against confidence in the 15 equal-width bins
+    of the ECE) of the raw and the temperature-scaled probabilities, with each bin's share of
+    the decisions below, as a PNG. Needs ``ev.calibration``."""
+    from tlmed_keras import calibration as cal
+
+    path = Path(path)
+    c = ev.calibration
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    width = 1.0 / cal.BINS
+    for probs, name, ece, shift in (
+        (c.raw, "raw", c.before["ece"], -width / 4),
+        (c.calibrated, f"T = {c.temperature:.2f}", c.after["ece"], width / 4),
+    ):
+        table = cal.reliability_bins(ev.y_true, probs, ev.task)
+        centres = np.array(table["edges"][:-1]) + width / 2 + shift
+        acc = np.array([np.nan if a is None else a for a in table["accuracy"]])
+        top.bar(centres, acc, width=width / 2, alpha=0.75, label=f"{name} (ECE {ece:.3f})")
+        share = np.array(table["count"]) / max(sum(table["count"]), 1)
+        bottom.bar(centres, share, width=width / 2, alpha=0.75)
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect")
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy in bin")
+    kind = "per-label decision" if ev.multilabel else "top-class"
+    top.set_title(f"{ev.dataset} {ev.split}: reliability ({kind} confidence)")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.set_xlim(0, 1)
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("share")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

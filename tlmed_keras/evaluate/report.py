@@ -12,16 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tlmed_keras.evaluate import figures
-from tlmed_keras.evaluate.evaluation import Evaluation, evaluate_scores, predict_scores, summary
+from tlmed_keras import metrics as mm
+from tlmed_keras.evaluate import calibrate, figures
+from tlmed_keras.evaluate.evaluation import Evaluation, evaluate_scores, summary
 from tlmed_keras.runs.ensemble import (
     check_split_shared,
     check_tta,
     load_members,
     recorded_tta,
-    with_tta,
 )
-from tlmed_keras.runs.split import load_split
 
 EVAL_DIR = "eval"
 ENSEMBLE_DIR = "eval_ensemble"
@@ -32,7 +31,7 @@ class Report:
     evaluation: Evaluation
     text: str  # the printed summary
     out_dir: Path
-    files: dict[str, Path]  # report.json, summary.txt, confusion_matrix.png, roc_curves.png
+    files: dict[str, Path]  # report.json, summary.txt and the figures (PNG)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +102,7 @@ def evaluate_run(
 
     run = load_run(workdir)
     options, tta_source = (options or EvalOptions()).for_runs([run])
-    (ev,) = _member_evaluations([run], split, options)
+    ev, _ = scored([run], [workdir], split, options)
     out = options.out_path(Path(workdir) / EVAL_DIR, split)
     header = f"Run {workdir}: model {run.config.model}" + _tta_note(options.tta, tta_source)
     payload = {"workdir": str(workdir), "model": run.config.model}
@@ -130,23 +129,10 @@ def evaluate_ensemble(
     runs = load_members(workdirs)
     check_split_shared(runs, split)
     options, tta_source = (options or EvalOptions()).for_runs(runs)
-    members = _member_evaluations(runs, split, options)
-    info = runs[0].info
-    scores = np.mean([ev.scores for ev in members], axis=0)
-    ev = evaluate_scores(
-        members[0].y_true,
-        scores,
-        task=info.task,
-        label_names=info.label_names,
-        dataset=info.name,
-        split=split,
-    )
+    ev, members = scored(runs, workdirs, split, options)
     common = Path(os.path.commonpath([os.path.abspath(w) for w in workdirs]))
     out = options.out_path(common / ENSEMBLE_DIR, split)
-    rows = [
-        {"workdir": str(w), "acc": m.to_json()["acc"], "auc": m.to_json()["auc"]}
-        for w, m in zip(workdirs, members, strict=True)
-    ]
+    rows = [_member_row(w, m) for w, m in zip(workdirs, members, strict=True)]
     header = _members_text(rows) + f"\nEnsemble of {len(runs)} runs"
     header += _tta_note(options.tta, tta_source)
     payload = {"workdirs": [str(w) for w in workdirs], "tta": options.tta}
@@ -154,34 +140,87 @@ def evaluate_ensemble(
     return _write(ev, out, header, payload)
 
 
+def evaluate_workdirs(
+    workdirs: Sequence[str | os.PathLike], split: str, options: EvalOptions
+) -> Evaluation:
+    """The evaluation of one run or an ensemble (no files written): ``--compare``'s B, with
+    its own TTA unless ``options.tta`` names one."""
+    from tlmed_keras.runs.rundir import load_run
+
+    runs = [load_run(workdirs[0])] if len(workdirs) == 1 else load_members(workdirs)
+    if len(runs) > 1:
+        check_split_shared(runs, split)
+    options, _ = options.for_runs(runs)
+    return scored(runs, workdirs, split, options)[0]
+
+
+def scored(
+    runs: Sequence, workdirs: Sequence, split: str, options: EvalOptions
+) -> tuple[Evaluation, list[Evaluation]]:
+    """``(evaluation of the run or ensemble, evaluations of its members)`` on ``split``, with
+    calibration under the runs' temperature (fitted on val now if none is stored)."""
+    info = runs[0].info
+    y_true, logits = calibrate.member_logits(runs, split, options)
+
+    def evaluation(scores):
+        return evaluate_scores(
+            y_true,
+            scores,
+            task=info.task,
+            label_names=info.label_names,
+            dataset=info.name,
+            split=split,
+        )
+
+    probabilities = [mm.probabilities(z, info.task) for z in logits]
+    members = [evaluation(p) for p in probabilities] if len(runs) > 1 else []
+    ev = evaluation(np.mean(probabilities, axis=0))
+    val = (y_true, logits) if split == "val" else None
+    entry, path = calibrate.temperature_for(runs, workdirs, options, val=val)
+    if entry is not None:
+        combined = calibrate.combined_logits(logits, info.task)
+        ev.calibration = calibrate.calibrate(ev.y_true, combined, info.task, entry, path)
+    return ev, members
+
+
+def _member_row(workdir, member: Evaluation) -> dict:
+    found = member.to_json()
+    return {
+        "workdir": str(workdir),
+        **{key: found[key] for key in ("acc", "auc", "acc_ci95", "auc_ci95")},
+    }
+
+
+def _reliability(ev: Evaluation, out: Path) -> dict[str, Path]:
+    if ev.calibration is None:
+        return {}
+    path = figures.reliability_figure(ev, out / "reliability_diagram.png")
+    return {"reliability": path}
+
+
 def _tta_note(tta: str, source: str) -> str:
     """Says which TTA the numbers used and why: every summary names it, none included."""
     return f" (test-time augmentation: {tta}, {source})"
 
 
-def _member_evaluations(runs: Sequence, split: str, options: EvalOptions) -> list[Evaluation]:
-    """Each run scored alone on ``split`` (read once, from the first run's data settings)."""
-    images, labels = load_split(runs[0], split, options.data_dir, options.download)
-    return [_member_evaluation(run, images, labels, split, options) for run in runs]
-
-
-def _member_evaluation(run, images, labels, split: str, options: EvalOptions) -> Evaluation:
-    info = run.info
-    model = with_tta(run.model, info.task, options.tta)
-    y_true, scores = predict_scores(run, images, labels, options.batch_size, model=model)
-    return evaluate_scores(
-        y_true, scores, task=info.task, label_names=info.label_names, dataset=info.name, split=split
-    )
-
-
 def _members_text(rows: list[dict]) -> str:
     lines = ["Members:"]
-    lines += [f"  ACC {r['acc']:.4f}   AUC {r['auc']:.4f}   {r['workdir']}" for r in rows]
+    lines += [f"  ACC {_ci(r, 'acc')}   AUC {_ci(r, 'auc')}   {r['workdir']}" for r in rows]
     for key in ("acc", "auc"):
         values = [r[key] for r in rows if r[key] is not None]
         sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         lines.append(f"  mean {key.upper()} {np.mean(values):.4f} +- {sd:.4f} (sample sd)")
     return "\n".join(lines)
+
+
+def _ci(row: dict, key: str) -> str:
+    """``0.8590 [0.8013, 0.9103]`` from a member row (``n/a`` where undefined)."""
+    value, (low, high) = row[key], row[f"{key}_ci95"]
+    if value is None:
+        return "n/a"
+    if low is None:
+        return f"{value:.4f}"
+    return f"{value:.4f} [{low:.4f}, {high:.4f}]"
 
 
 def _write(ev: Evaluation, out: Path, header: str, payload: dict) -> Report:
@@ -190,6 +229,7 @@ def _write(ev: Evaluation, out: Path, header: str, payload: dict) -> Report:
     files = {
         "confusion_matrix": figures.confusion_figure(ev, out / "confusion_matrix.png"),
         "roc_curves": figures.roc_figure(ev, out / "roc_curves.png"),
+        **_reliability(ev, out),
         "report": out / "report.json",
         "summary": out / "summary.txt",
     }

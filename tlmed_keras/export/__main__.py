@@ -4,7 +4,9 @@
     python -m tlmed_keras.export --workdir=RUN_A,RUN_B,RUN_C --export_dir=DIR [--tta=flip]
 
 Writes ``DIR/<name>/<version>/`` (``serving_default``: raw uint8 images ``[batch, H, W, C]``
-at the dataset's native size -> ``probabilities`` and ``class_id``), ``DIR/models.config``
+at the dataset's native size -> ``probabilities``, ``class_id`` and
+``probabilities_calibrated``, the probabilities under the run's temperature fitted on the
+validation split: its calibration.json, fitted now if missing), ``DIR/models.config``
 and ``DIR/<name>/request.json``. The version is verified against the Keras model on real
 images of ``--split`` before it is moved into place. See docs/serving.md.
 
@@ -79,6 +81,7 @@ def main(argv: list[str]) -> None:
 
     from tlmed_keras.export.savedmodel import export_savedmodel
     from tlmed_keras.housekeeping import remove_stale_export_temps
+    from tlmed_keras.runs.calibration import FitOptions, temperature_for
     from tlmed_keras.runs.ensemble import ensemble_model, load_members, recorded_tta
     from tlmed_keras.runs.split import load_split
     from tlmed_keras.serving import layout
@@ -92,6 +95,10 @@ def main(argv: list[str]) -> None:
     if F.num_verify > 0:
         images = images[: F.num_verify]
     metadata = {"workdir": str(run.workdir), "model": run.config.model, "tta": tta_mode}
+    options = FitOptions(data_dir=F.data_dir, download=F.download, tta=tta_mode)
+    entry, source = temperature_for(runs, workdirs, options)
+    temperature = 1.0 if entry is None else float(entry["temperature"])
+    metadata["calibration"] = str(source) if entry else "none: members validated on other folds"
     if len(runs) > 1:
         metadata["ensemble_workdirs"] = [str(r.workdir) for r in runs]
         metadata["ensemble_models"] = [r.config.model for r in runs]
@@ -103,6 +110,7 @@ def main(argv: list[str]) -> None:
             F.export_dir,
             images,
             metadata=metadata,
+            temperature=temperature,
             **cli.flag_values(*EXPORT_OPTIONS),
         )
     except (FileExistsError, ExportVerificationError) as e:
@@ -114,6 +122,7 @@ def main(argv: list[str]) -> None:
         f"probability difference {result.max_abs_diff:.2e} (limit {F.atol:g})."
     )
     print(f"Test-time augmentation in the graph: {tta_mode} ({tta_source}).")
+    print(f"probabilities_calibrated: temperature {temperature:.4f} ({metadata['calibration']})")
     print(f"Exported {result.name} version {result.version} -> {result.path}")
     print(f"TF Serving config: {result.models_config}")
     print(f"Sample request:    {result.request}")

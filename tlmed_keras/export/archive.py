@@ -2,7 +2,7 @@
 
 The ``serving_default`` signature takes raw uint8 images ``[batch, H, W, C]`` (dynamic batch),
 runs the training ``Preprocess`` layer, the classifier and the output head inside the graph,
-and returns ``{"probabilities", "class_id" | "predictions"}``.
+and returns ``{"probabilities", "class_id" | "predictions", "probabilities_calibrated"}``.
 
 On JAX the computation is converted with jax2tf native serialization: the graph holds
 StableHLO lowered for each platform in ``platforms``. Lowering for "cuda" works on a CPU-only
@@ -41,21 +41,21 @@ def _input_spec(spec: ServingSpec) -> tf.TensorSpec:
     return tf.TensorSpec([None, *spec.image_shape], tf.uint8, name=INPUT_NAME)
 
 
-def _tensorflow_core(model, preprocess, spec: ServingSpec):
+def _tensorflow_core(model, preprocess, spec: ServingSpec, temperature: float):
     def core(images):
-        return head(model(preprocess(images), training=False), spec.multilabel)
+        return head(model(preprocess(images), training=False), spec.multilabel, temperature)
 
     return core
 
 
-def _jax_core(archive, model, preprocess, spec: ServingSpec, platforms):
+def _jax_core(archive, model, preprocess, spec: ServingSpec, platforms, temperature: float):
     from jax.experimental import jax2tf
 
     def pure(trainable, non_trainable, images):
         logits, _ = model.stateless_call(
             trainable, non_trainable, preprocess(images), training=False
         )
-        return head(logits, spec.multilabel)
+        return head(logits, spec.multilabel, temperature)
 
     h, w, c = spec.image_shape
     converted = jax2tf.convert(
@@ -107,6 +107,7 @@ def write_archive(
     preprocess: keras.layers.Layer,
     spec: ServingSpec,
     platforms: Sequence[str] = DEFAULT_PLATFORMS,
+    temperature: float = 1.0,
 ) -> None:
     """Writes the SavedModel with the single ``serving_default`` signature to ``path``.
 
@@ -116,6 +117,7 @@ def write_archive(
         preprocess: the run's ``Preprocess`` layer.
         spec: the serving contract (input shape, task, labels).
         platforms: jax2tf native serialization platforms (JAX backend only).
+        temperature: divides the logits of ``probabilities_calibrated``.
 
     Raises:
         NotImplementedError: a Keras backend other than JAX or TensorFlow.
@@ -129,8 +131,8 @@ def write_archive(
     archive = keras.export.ExportArchive()
     archive.track(model)
     if backend == "jax":
-        core = _jax_core(archive, model, preprocess, spec, check_platforms(platforms))
+        core = _jax_core(archive, model, preprocess, spec, check_platforms(platforms), temperature)
     else:
-        core = _tensorflow_core(model, preprocess, spec)
+        core = _tensorflow_core(model, preprocess, spec, temperature)
     archive.add_endpoint("serving_default", _checked(core, spec))
     archive.write_out(str(path), verbose=False)

@@ -61,6 +61,7 @@ def export_savedmodel(
     atol: float = DEFAULT_ATOL,
     metadata: dict | None = None,
     serving_base_path: str | None = None,
+    temperature: float = 1.0,
 ) -> ExportResult:
     """Exports ``preprocess`` + ``model`` + output head as ``EXPORT_DIR/<name>/<version>/``.
 
@@ -78,6 +79,8 @@ def export_savedmodel(
         atol: tolerance on probabilities between the reloaded SavedModel and Keras.
         metadata: extra facts for ``assets.extra/metadata.json`` (run, model, ...).
         serving_base_path: where the server sees ``export_dir`` (for ``models.config``).
+        temperature: the run's fitted temperature (``runs.calibration.temperature_for``):
+            ``probabilities_calibrated`` is the softmax / sigmoid of the logits divided by it.
 
     Returns:
         An ``ExportResult``.
@@ -100,14 +103,17 @@ def export_savedmodel(
         )
     if keras.backend.backend() == "jax":
         platforms = check_platforms(platforms)
-    reference = keras_reference(model, preprocess, raw, spec)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}.")
+    reference = keras_reference(model, preprocess, raw, spec, temperature=temperature)
 
     base.mkdir(parents=True, exist_ok=True)
     # The pid lets a later export tell a killed writer's folder from a live one (housekeeping).
     tmp = base / f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        write_archive(tmp, model, preprocess, spec, platforms)
-        layout.write_extras(tmp, spec, _metadata(metadata, platforms))
+        write_archive(tmp, model, preprocess, spec, platforms, temperature)
+        extras = {"temperature": float(temperature), **(metadata or {})}
+        layout.write_extras(tmp, spec, _metadata(extras, platforms))
         diff = verify_savedmodel(tmp, reference, raw, spec, atol=atol)
         signature = describe_signature(tmp)
         _publish(tmp, final, overwrite)

@@ -7,7 +7,9 @@ Any PNG/JPEG, any size, RGB or grey: each file is brought to the dataset's chann
 stored size the way MedMNIST made its images (a centre square crop for the datasets whose
 medmnist.INFO description says "center-crop", bicubic resize, grey as ITU-R 601-2 luma; see
 ``tlmed_keras.predict.images``), then the model's own preprocessing runs as in training.
-Prints the top ``--top_k`` classes with label names and probabilities per image.
+Prints the top ``--top_k`` classes with label names and probabilities per image: calibrated
+probabilities (the logits divided by the run's temperature, fitted on the validation split;
+see docs/calibration.md), or the model's raw ones with ``--raw``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ flags.DEFINE_string(
 flags.DEFINE_integer("top_k", 3, "Classes listed per image (most probable first).")
 flags.DEFINE_enum("output", "text", list(FORMATS), "text (readable), csv or json.")
 flags.DEFINE_integer("batch_size", 64, "Images per prediction batch.")
+flags.DEFINE_bool(
+    "raw",
+    False,
+    "Print the model's raw probabilities instead of the temperature-calibrated ones.",
+)
 flags.DEFINE_enum("backend", "auto", list(runtime.BACKENDS), "Keras backend (--workdir only).")
 FLAGS = flags.FLAGS
 
@@ -35,8 +42,8 @@ def _predictors(workdir: str | None, saved_model: str | None) -> list:
     if bool(workdir) == bool(saved_model):
         raise app.UsageError("Pass exactly one of --workdir=RUN or --saved_model=DIR.")
     if workdir:
-        return [RunPredictor(workdir, FLAGS.batch_size)]
-    return [SavedModelPredictor(saved_model, FLAGS.batch_size)]
+        return [RunPredictor(workdir, FLAGS.batch_size, raw=FLAGS.raw)]
+    return [SavedModelPredictor(saved_model, FLAGS.batch_size, raw=FLAGS.raw)]
 
 
 def predict(paths: list[str]) -> str:
@@ -59,7 +66,9 @@ def predict(paths: list[str]) -> str:
     runtime.setup(FLAGS.backend if FLAGS.workdir else "tensorflow")
     predictors = _predictors(FLAGS.workdir, FLAGS.saved_model)
     results = predict_images(predictors, paths, FLAGS.top_k, images=images)
-    return format_results(results, predictors[0].spec, FLAGS.output)
+    return format_results(
+        results, predictors[0].spec, FLAGS.output, calibration=predictors[0].calibration
+    )
 
 
 def main(argv: list[str]) -> None:

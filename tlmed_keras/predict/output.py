@@ -36,24 +36,28 @@ def top_k(probabilities: np.ndarray, spec: ServingSpec, k: int) -> tuple[Guess, 
     return tuple(Guess(int(i), spec.label_names[i], float(probabilities[i])) for i in order)
 
 
-def format_results(results: list[ImageResult], spec: ServingSpec, output: str) -> str:
-    """``results`` as ``output`` (text, csv or json).
+def format_results(
+    results: list[ImageResult], spec: ServingSpec, output: str, calibration: str = ""
+) -> str:
+    """``results`` as ``output`` (text, csv or json); ``calibration`` says which
+    probabilities they are (calibrated with temperature T, or raw; text and json).
 
     Raises:
         ValueError: an unknown format.
     """
     if output == "text":
-        return _text(results, spec)
+        return _text(results, spec, calibration)
     if output == "csv":
         return _csv(results)
     if output == "json":
-        return _json(results, spec)
+        return _json(results, spec, calibration)
     raise ValueError(f"Unknown --output={output!r}. Accepted: {', '.join(FORMATS)}.")
 
 
-def _text(results: list[ImageResult], spec: ServingSpec) -> str:
+def _text(results: list[ImageResult], spec: ServingSpec, calibration: str = "") -> str:
     h, w, c = spec.image_shape
     kind = "independent label probabilities" if spec.multilabel else "class probabilities"
+    kind += f" ({calibration})" if calibration else ""
     lines = [f"{spec.dataset} ({spec.task}), images brought to {h}x{w}x{c}; {kind}:"]
     width = max((len(g.label) for r in results for g in r.top), default=0)
     for result in results:
@@ -76,11 +80,12 @@ def _csv(results: list[ImageResult]) -> str:
     return buffer.getvalue().rstrip("\n")
 
 
-def _json(results: list[ImageResult], spec: ServingSpec) -> str:
+def _json(results: list[ImageResult], spec: ServingSpec, calibration: str = "") -> str:
     payload = {
         "dataset": spec.dataset,
         "size": spec.size,
         "task": spec.task,
+        "probabilities": calibration or None,
         "images": [
             {
                 "image": r.path,

@@ -1,7 +1,9 @@
 """What predicts: a finished run directory or an exported SavedModel, behind one interface.
 
 A ``Predictor`` has ``spec`` (the serving contract: dataset, stored size, channels, task,
-label names) and ``probabilities(images)`` on raw uint8 ``[B, size, size, C]`` images.
+label names), ``probabilities(images)`` on raw uint8 ``[B, size, size, C]`` images, and
+``calibration``, which says which probabilities those are: calibrated by the run's
+temperature (fitted on the validation split, ``runs.calibration``) unless ``raw=True``.
 ``mean_probabilities`` takes a list of predictors, so an ensemble of runs is a list of them
 (it checks they agree on the dataset and size). Import after ``runtime.setup``.
 """
@@ -14,12 +16,19 @@ from typing import Protocol
 
 import numpy as np
 
-from tlmed_keras.serving.signature import PROBABILITIES, ServingSpec  # after runtime.setup
+from tlmed_keras.serving.signature import (  # after runtime.setup
+    PROBABILITIES,
+    PROBABILITIES_CALIBRATED,
+    ServingSpec,
+)
+
+RAW = "raw (uncalibrated)"
 
 
 class Predictor(Protocol):
     spec: ServingSpec
     source: str
+    calibration: str  # which probabilities: RAW or "calibrated, temperature T"
 
     def probabilities(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -27,7 +36,7 @@ class Predictor(Protocol):
 class RunPredictor:
     """A finished training run (``--workdir``): model.keras + the training Preprocess."""
 
-    def __init__(self, workdir: os.PathLike | str, batch_size: int = 64):
+    def __init__(self, workdir: os.PathLike | str, batch_size: int = 64, raw: bool = False):
         from tlmed_keras.runs.rundir import load_run
         from tlmed_keras.serving.signature import serving_spec
 
@@ -35,31 +44,56 @@ class RunPredictor:
         self.spec = serving_spec(self.run.info)
         self.source = os.fspath(workdir)
         self.batch_size = batch_size
+        self.temperature = None if raw else _run_temperature(self.run, workdir)
+        self.calibration = RAW if raw else f"calibrated, temperature {self.temperature:.3f}"
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         from tlmed_keras.serving.verify import keras_reference
 
         out = keras_reference(
-            self.run.model, self.run.preprocess, images, self.spec, self.batch_size
+            self.run.model,
+            self.run.preprocess,
+            images,
+            self.spec,
+            self.batch_size,
+            temperature=self.temperature or 1.0,
         )
-        return np.asarray(out[PROBABILITIES], dtype=np.float32)
+        name = PROBABILITIES if self.temperature is None else PROBABILITIES_CALIBRATED
+        return np.asarray(out[name], dtype=np.float32)
+
+
+def _run_temperature(run, workdir) -> float:
+    """The run's temperature without test-time augmentation (predict applies none): stored,
+    or fitted now on the run's validation split and stored (``runs.calibration``)."""
+    from tlmed_keras.runs.calibration import FitOptions, temperature_for
+
+    entry, _ = temperature_for([run], [workdir], FitOptions())
+    return 1.0 if entry is None else float(entry["temperature"])
 
 
 class SavedModelPredictor:
     """An exported SavedModel version folder (``--saved_model``), read by TF's loader."""
 
-    def __init__(self, path: os.PathLike | str, batch_size: int = 64):
-        from tlmed_keras.serving.layout import read_metadata
+    def __init__(self, path: os.PathLike | str, batch_size: int = 64, raw: bool = False):
+        from tlmed_keras.serving.layout import read_metadata, read_temperature
 
         self.spec = read_metadata(path)
         self.source = os.fspath(path)
         self.batch_size = batch_size
+        temperature = None if raw else read_temperature(path)
+        self.output = PROBABILITIES if temperature is None else PROBABILITIES_CALIBRATED
+        if raw:
+            self.calibration = RAW
+        elif temperature is None:  # exported before calibration existed
+            self.calibration = RAW + ": this export has no calibrated output; export it again"
+        else:
+            self.calibration = f"calibrated, temperature {temperature:.3f}"
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         from tlmed_keras.serving.verify import predict
 
         out = predict(self.source, images, self.spec, self.batch_size)
-        return np.asarray(out[PROBABILITIES], dtype=np.float32)
+        return np.asarray(out[self.output], dtype=np.float32)
 
 
 def common_spec(predictors: Sequence[Predictor]) -> ServingSpec:

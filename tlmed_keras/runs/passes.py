@@ -79,3 +79,21 @@ def predict_splits(
     logits = np.asarray(model.predict(joined, verbose=0), dtype=np.float32)
     starts = np.cumsum([0, *padded[:-1]])
     return [logits[start : start + n] for start, n in zip(starts, counts, strict=True)]
+
+
+def run_logits(
+    run: Any, images: np.ndarray, labels: np.ndarray, batch_size: int = 256, model: Any = None
+):
+    """``(y_true, logits)`` of ``run``'s model (or ``model``) on raw ``images``, fed exactly
+    like training's evaluation (the tf.data pipeline with the run's ``Preprocess``, batches
+    of one shape: ``passes.predict_splits``)."""
+    from tlmed_keras.data import pipeline
+
+    (logits,) = predict_splits(
+        model or run.model,
+        [(images, labels)],
+        info=run.info,
+        preprocess=run.preprocess,
+        eval_batch=batch_size,
+    )
+    return pipeline.task_labels(labels, run.info), logits

@@ -64,6 +64,14 @@ def write_extras(version_dir: str | Path, spec: ServingSpec, metadata: dict) -> 
     )
 
 
+def read_temperature(version_dir: str | Path) -> float | None:
+    """The temperature of an export's ``probabilities_calibrated`` (metadata.json), or None
+    for an export made before that output existed."""
+    path = Path(version_dir) / EXTRA / METADATA_FILE
+    value = json.loads(path.read_text()).get("temperature") if path.is_file() else None
+    return None if value is None else float(value)
+
+
 def read_metadata(version_dir: str | Path) -> ServingSpec:
     """The ``ServingSpec`` stored in an export's ``assets.extra/metadata.json``."""
     path = Path(version_dir) / EXTRA / METADATA_FILE

@@ -15,7 +15,9 @@ import numpy as np
 from tlmed_keras.data.catalog import DatasetInfo
 
 INPUT_NAME = "images"
-PROBABILITIES = "probabilities"
+PROBABILITIES = "probabilities"  # raw: softmax / sigmoid of the model's logits
+# softmax / sigmoid of logits / T, T the run's temperature fitted on val (docs/calibration.md)
+PROBABILITIES_CALIBRATED = "probabilities_calibrated"
 CLASS_ID = "class_id"  # single-label: [batch] int32, argmax of the probabilities
 PREDICTIONS = "predictions"  # multi-label: [batch, labels] int32 0/1, probability > 0.5
 MULTILABEL_THRESHOLD = 0.5  # medmnist.evaluator.getACC uses y_score > 0.5
@@ -41,8 +43,12 @@ class ServingSpec:
         return self.task.startswith("multi-label")
 
     @property
-    def output_names(self) -> tuple[str, str]:
-        return (PROBABILITIES, PREDICTIONS if self.multilabel else CLASS_ID)
+    def output_names(self) -> tuple[str, str, str]:
+        return (
+            PROBABILITIES,
+            PREDICTIONS if self.multilabel else CLASS_ID,
+            PROBABILITIES_CALIBRATED,
+        )
 
     def to_json(self) -> dict:
         return {
@@ -59,6 +65,9 @@ class ServingSpec:
                     if self.multilabel
                     else "int32 [batch]: index into label_names"
                 ),
+                PROBABILITIES_CALIBRATED: f"float32 [batch, classes]: {PROBABILITIES} with the "
+                "logits divided by the temperature fitted on the validation split "
+                "(metadata.json: temperature); same argmax and ranking",
             },
         }
 
@@ -73,17 +82,19 @@ def serving_spec(info: DatasetInfo) -> ServingSpec:
     )
 
 
-def head(logits, multilabel: bool) -> dict:
-    """Logits ``[B, classes]`` -> the named serving outputs (backend ops, traceable)."""
+def head(logits, multilabel: bool, temperature: float = 1.0) -> dict:
+    """Logits ``[B, classes]`` -> the named serving outputs (backend ops, traceable).
+    Decisions come from the raw probabilities; dividing by ``temperature > 0`` changes
+    neither the argmax nor the 0.5 threshold."""
     ops = keras.ops
+    scale = ops.sigmoid if multilabel else (lambda z: ops.softmax(z, axis=-1))
+    probs = scale(logits)
+    calibrated = scale(ops.divide(logits, ops.cast(temperature, logits.dtype)))
     if multilabel:
-        probs = ops.sigmoid(logits)
-        return {
-            PROBABILITIES: probs,
-            PREDICTIONS: ops.cast(ops.greater(probs, MULTILABEL_THRESHOLD), "int32"),
-        }
-    probs = ops.softmax(logits, axis=-1)
-    return {PROBABILITIES: probs, CLASS_ID: ops.cast(ops.argmax(probs, axis=-1), "int32")}
+        decided = {PREDICTIONS: ops.cast(ops.greater(probs, MULTILABEL_THRESHOLD), "int32")}
+    else:
+        decided = {CLASS_ID: ops.cast(ops.argmax(probs, axis=-1), "int32")}
+    return {PROBABILITIES: probs, **decided, PROBABILITIES_CALIBRATED: calibrated}
 
 
 def validate_images(images, spec: ServingSpec) -> np.ndarray:

@@ -12,6 +12,7 @@ from tlmed_keras.serving.signature import (
     CLASS_ID,
     INPUT_NAME,
     PROBABILITIES,
+    PROBABILITIES_CALIBRATED,
     ServingSpec,
     head,
     validate_images,
@@ -25,7 +26,12 @@ class ExportVerificationError(RuntimeError):
 
 
 def keras_reference(
-    model: keras.Model, preprocess, images, spec: ServingSpec, batch_size: int = 64
+    model: keras.Model,
+    preprocess,
+    images,
+    spec: ServingSpec,
+    batch_size: int = 64,
+    temperature: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """The Keras model's outputs on raw images, preprocessed the way training feeds them.
 
@@ -36,7 +42,7 @@ def keras_reference(
     raw = np.asarray(images)
     dataset = tf.data.Dataset.from_tensor_slices(raw).batch(batch_size).map(preprocess)
     logits = model.predict(dataset, verbose=0)
-    out = head(keras.ops.convert_to_tensor(logits), spec.multilabel)
+    out = head(keras.ops.convert_to_tensor(logits), spec.multilabel, temperature)
     return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
 
 
@@ -115,9 +121,9 @@ def verify_savedmodel(
 ) -> float:
     """Reloads the SavedModel at ``path`` and compares it with ``reference`` on ``images``.
 
-    Probabilities must agree within ``atol``; class ids must agree wherever the reference's
-    top two probabilities are more than ``atol`` apart (a near tie may flip either way); 0/1
-    multi-label predictions likewise away from the 0.5 threshold.
+    Probabilities, raw and calibrated, must agree within ``atol``; class ids must agree
+    wherever the reference's top two probabilities are more than ``atol`` apart (a near tie
+    may flip either way); 0/1 multi-label predictions likewise away from the 0.5 threshold.
 
     Returns:
         The largest absolute difference of the probabilities.
@@ -129,18 +135,8 @@ def verify_savedmodel(
     fn = load_signature(path)
     check_signature(fn, spec)
     got = run_signature(fn, raw)
+    diff = max(_probability_diff(got, reference, name, atol) for name in _PROBABILITY_OUTPUTS)
     ref_p = np.asarray(reference[PROBABILITIES], np.float32)
-    got_p = got[PROBABILITIES]
-    if got_p.shape != ref_p.shape:
-        raise ExportVerificationError(
-            f"probabilities have shape {got_p.shape} in the SavedModel, {ref_p.shape} in Keras."
-        )
-    diff = float(np.max(np.abs(got_p - ref_p)))
-    if not diff <= atol:  # also catches NaN
-        raise ExportVerificationError(
-            f"SavedModel probabilities differ from the Keras model's by {diff:.3g} > {atol:g} "
-            f"on {len(raw)} images."
-        )
     second = spec.output_names[1]
     ref_id, got_id = np.asarray(reference[second]), got[second]
     if spec.multilabel:
@@ -156,6 +152,29 @@ def verify_savedmodel(
     return diff
 
 
+_PROBABILITY_OUTPUTS = (PROBABILITIES, PROBABILITIES_CALIBRATED)
+
+
+def _probability_diff(got: dict, reference: dict, name: str, atol: float) -> float:
+    """The largest |SavedModel - Keras| of output ``name``.
+
+    Raises:
+        ExportVerificationError: other shapes, or a difference above ``atol`` (or NaN).
+    """
+    want = np.asarray(reference[name], np.float32)
+    if got[name].shape != want.shape:
+        raise ExportVerificationError(
+            f"{name} have shape {got[name].shape} in the SavedModel, {want.shape} in Keras."
+        )
+    diff = float(np.max(np.abs(got[name] - want)))
+    if not diff <= atol:  # also catches NaN
+        raise ExportVerificationError(
+            f"SavedModel {name} differ from the Keras model's by {diff:.3g} > {atol:g} "
+            f"on {len(want)} images."
+        )
+    return diff
+
+
 def predict(path: str | Path, images, spec: ServingSpec | None = None, batch_size: int = 64):
     """Runs an exported model on raw images after checking them against its contract.
 
@@ -166,8 +185,10 @@ def predict(path: str | Path, images, spec: ServingSpec | None = None, batch_siz
         batch_size: images per call.
 
     Returns:
-        ``{"probabilities": float32 [B, classes], "class_id": int32 [B]}``
-        (``"predictions"`` int32 [B, labels] instead of ``class_id`` for multi-label sets).
+        ``{"probabilities": float32 [B, classes], "class_id": int32 [B],
+        "probabilities_calibrated": float32 [B, classes]}`` (``"predictions"`` int32
+        [B, labels] instead of ``class_id`` for multi-label sets; exports made before
+        calibration existed have no ``probabilities_calibrated``).
 
     Raises:
         TypeError / ValueError: images of the wrong dtype or shape (see ``validate_images``).
@@ -182,6 +203,7 @@ def predict(path: str | Path, images, spec: ServingSpec | None = None, batch_siz
 __all__ = [
     "CLASS_ID",
     "DEFAULT_ATOL",
+    "PROBABILITIES_CALIBRATED",
     "ExportVerificationError",
     "check_signature",
     "describe_signature",

@@ -811,6 +811,14 @@ def _finish(
     val, y_val, val_scores = results[0]
     test, y_test, scores = results[1] if len(results) > 1 else (None, y_val, val_scores)
     test_seconds = time.perf_counter() - start
+    # Calibration: temperature fitted on val for this run's --tta (calibration.json), and the
+    # test intervals; self-contained (tlmed_keras.calibration / intervals).
+    from tlmed_keras import calibration, intervals
+
+    calibration.fit_and_store(
+        run.path(calibration.FILE), y_val, val_scores, s.info.task, config.tta
+    )
+    test_ci = None if test is None else intervals.metric_intervals(y_test, scores, s.info.task)
     metrics = {
         "model": config.model,
         "data": config.data,
@@ -822,6 +830,7 @@ def _finish(
         "tta": config.tta,
         "val": _clean(val),
         "test": None if test is None else _clean(test),
+        "test_ci95": None if test_ci is None else intervals.intervals_json(test_ci),
         "per_class": mm.per_class_report(y_test, scores, s.info.task, s.info.label_names),
         "per_class_split": "val" if test is None else "test",
         "best_epoch": state.best_epoch,
