@@ -55,7 +55,7 @@ def test_crop_rule_follows_the_medmnist_descriptions():
 def test_non_image_and_missing_files_are_refused_by_name(tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not pixels")
-    with pytest.raises(ImageFileError, match=r"notes\.png.*not an image.*PNG or JPEG"):
+    with pytest.raises(ImageFileError, match=r"notes\.png.*not an image.*PNG, JPEG, TIFF.*DICOM"):
         read_image(text)
     with pytest.raises(ImageFileError, match=r"No image file at .*nothere\.jpg"):
         read_image(tmp_path / "nothere.jpg")

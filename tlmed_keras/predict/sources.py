@@ -8,6 +8,7 @@ label names) and ``probabilities(images)`` on raw uint8 ``[B, size, size, C]`` i
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import Protocol
@@ -20,6 +21,7 @@ from tlmed_keras.export.signature import PROBABILITIES, ServingSpec  # after run
 class Predictor(Protocol):
     spec: ServingSpec
     source: str
+    workdir: str | None  # the training run's directory, when known
 
     def probabilities(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -34,6 +36,7 @@ class RunPredictor:
         self.run = load_run(workdir)
         self.spec = serving_spec(self.run.info)
         self.source = os.fspath(workdir)
+        self.workdir = self.source  # where its training images' statistics are cached
         self.batch_size = batch_size
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -53,6 +56,7 @@ class SavedModelPredictor:
 
         self.spec = read_metadata(path)
         self.source = os.fspath(path)
+        self.workdir = exported_from(path)
         self.batch_size = batch_size
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -60,6 +64,16 @@ class SavedModelPredictor:
 
         out = predict(self.source, images, self.spec, self.batch_size)
         return np.asarray(out[PROBABILITIES], dtype=np.float32)
+
+
+def exported_from(version_dir: os.PathLike | str) -> str | None:
+    """The run directory an export's metadata names (``workdir``), or None."""
+    from tlmed_keras.export.layout import EXTRA, METADATA_FILE
+
+    path = os.path.join(version_dir, EXTRA, METADATA_FILE)
+    with open(path) as f:
+        workdir = json.load(f).get("workdir")
+    return str(workdir) if workdir else None
 
 
 def common_spec(predictors: Sequence[Predictor]) -> ServingSpec:
