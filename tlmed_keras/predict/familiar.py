@@ -21,6 +21,7 @@ folder; with neither, predict says once that it did not check.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -154,14 +155,15 @@ def _training_images(dataset, size, data_dir, cv_folds, cv_fold) -> np.ndarray |
 
 
 def _cache(path: pathlib.Path, known: PixelRange) -> None:
-    """Writes the range beside the run (atomically); a read-only run directory is left as
-    it is (the range is then computed again next time)."""
+    """Writes the range beside the run (atomically); a run directory it cannot be written to
+    (read-only, or the name taken) is left as it is: the range is computed again next time."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         temporary.write_text(json.dumps(known.to_json(), indent=2) + "\n")
         os.replace(temporary, path)
     except OSError:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
 
 
 def training_range(predictors) -> tuple[PixelRange | None, str | None]:
