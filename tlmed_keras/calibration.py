@@ -18,7 +18,7 @@ scaling (Guo et al., 2017) fitted on the validation split.
   original multi-class form, 0 best, 2 worst); multi-label, the mean over images and labels of
   ``(p - y)^2``.
 
-Logits for an ensemble are the log of its mean probability (``evaluate.ensemble``), so the
+Logits for an ensemble are the log of its mean probability (``runs.ensemble``), so the
 same ``T`` applies to a run and to an ensemble alike. ``calibration.json`` in a run directory
 holds one fitted temperature per test-time augmentation mode (the model it was fitted for).
 """

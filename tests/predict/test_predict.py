@@ -55,7 +55,7 @@ def test_crop_rule_follows_the_medmnist_descriptions():
 def test_non_image_and_missing_files_are_refused_by_name(tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not pixels")
-    with pytest.raises(ImageFileError, match=r"notes\.png.*not an image.*PNG or JPEG"):
+    with pytest.raises(ImageFileError, match=r"notes\.png.*not an image.*PNG, JPEG, TIFF.*DICOM"):
         read_image(text)
     with pytest.raises(ImageFileError, match=r"No image file at .*nothere\.jpg"):
         read_image(tmp_path / "nothere.jpg")
@@ -175,3 +175,69 @@ def test_several_predictors_average_and_must_share_the_dataset():
         ValueError, match=r"r predicts retinamnist at 28 px but a predicts breastmnist"
     ):
         mean_probabilities([a, retina], np.zeros((1, 28, 28, 1)))
+
+
+def test_an_image_flat_only_after_resizing_is_refused_and_the_rest_kept(tmp_path):
+    from tlmed_keras.predict.classify import prepare
+    from tlmed_keras.predict.images import read_images
+    from tlmed_keras.serving.signature import serving_spec
+
+    faint = np.full((900, 900), 100, np.uint8)
+    faint[450, 450] = 101  # one grey level in one pixel: gone at 28 px
+    Image.fromarray(faint).save(tmp_path / "faint.png")
+    photo = _photo(tmp_path / "photo.png", (64, 48), "RGB", "PNG")
+    pairs, refusals = read_images([tmp_path / "faint.png", photo])
+    assert len(pairs) == 2 and not refusals  # not flat as decoded
+    prepared = prepare(serving_spec(catalog.get_info("breastmnist")), pairs)
+    assert prepared.paths == [str(photo)] and prepared.pixels.shape == (1, 28, 28, 1)
+    assert len(prepared.refusals) == 1 and "faint.png" in prepared.refusals[0]
+    assert "flat value (100)" in prepared.refusals[0]
+
+
+def test_cli_names_every_refused_file_before_tensorflow_loads(tmp_path):
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    (tmp_path / "scan.dcm").write_bytes(b"\0" * 200)
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['predict', '--workdir={tmp_path}', {str(tmp_path / 'clear.png')!r}, "
+        f"{str(tmp_path / 'scan.dcm')!r}]\n"
+        "try:\n"
+        "    runpy.run_module('tlmed_keras.predict', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    print('EXIT', e)\n"
+        "print('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    done = run_python("-c", code, timeout=120)
+    assert "EXIT 2" in done.stdout and "TF False False" in done.stdout, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 3, done.stderr
+    assert lines[0].startswith("tlmed_keras.predict: refused:") and "clear.png" in lines[0]
+    assert "flat value" in lines[0]
+    assert "scan.dcm" in lines[1] and "not a DICOM file" in lines[1]
+    assert lines[2].startswith("tlmed_keras.predict: error: none of the 2 images")
+
+
+@pytest.mark.slow  # a fresh process: TensorFlow start-up and a model load (~20 s on 2 cores)
+def test_cli_predicts_the_good_images_refuses_the_flat_and_warns_on_noise(
+    tiny_run, tmp_path, medmnist_dir
+):
+    with np.load(medmnist_dir / "breastmnist.npz") as data:
+        scan = Image.fromarray(data["test_images"][0]).resize((280, 280), Image.BICUBIC)
+    photo = tmp_path / "scan.png"  # a real BreastMNIST test image, as a larger export
+    scan.save(photo)
+    Image.new("L", (1, 1), 128).save(tmp_path / "grey.png")
+    noise = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    paths = [str(photo), str(tmp_path / "grey.png"), str(tmp_path / "noise.png")]
+    run = tiny_run("breastmnist")
+    done = run_python(
+        "-m", "tlmed_keras.predict", f"--workdir={run}", "--output=json", *paths, timeout=300
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    payload = json.loads(done.stdout)
+    assert [i["image"] for i in payload["images"]] == [paths[0], paths[2]]
+    said = [line for line in done.stderr.splitlines() if line.startswith("tlmed_keras.")]
+    assert any("refused:" in line and "grey.png" in line for line in said), done.stderr
+    warned = [line for line in said if "warning:" in line]
+    assert len(warned) == 1 and "noise.png" in warned[0] and "texture" in warned[0]
+    assert (run / "pixel_range.json").is_file()

@@ -10,6 +10,7 @@ temperature (fitted on the validation split, ``runs.calibration``) unless ``raw=
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import Protocol
@@ -29,6 +30,7 @@ class Predictor(Protocol):
     spec: ServingSpec
     source: str
     calibration: str  # which probabilities: RAW or "calibrated, temperature T"
+    workdir: str | None  # the training run's directory, when known
 
     def probabilities(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -43,6 +45,7 @@ class RunPredictor:
         self.run = load_run(workdir)
         self.spec = serving_spec(self.run.info)
         self.source = os.fspath(workdir)
+        self.workdir = self.source  # where its training images' statistics are cached
         self.batch_size = batch_size
         self.temperature = None if raw else _run_temperature(self.run, workdir)
         self.calibration = RAW if raw else f"calibrated, temperature {self.temperature:.3f}"
@@ -79,6 +82,7 @@ class SavedModelPredictor:
 
         self.spec = read_metadata(path)
         self.source = os.fspath(path)
+        self.workdir = exported_from(path)
         self.batch_size = batch_size
         temperature = None if raw else read_temperature(path)
         self.output = PROBABILITIES if temperature is None else PROBABILITIES_CALIBRATED
@@ -94,6 +98,16 @@ class SavedModelPredictor:
 
         out = predict(self.source, images, self.spec, self.batch_size)
         return np.asarray(out[self.output], dtype=np.float32)
+
+
+def exported_from(version_dir: os.PathLike | str) -> str | None:
+    """The run directory an export's metadata names (``workdir``), or None."""
+    from tlmed_keras.serving.layout import EXTRA, METADATA_FILE
+
+    path = os.path.join(version_dir, EXTRA, METADATA_FILE)
+    with open(path) as f:
+        workdir = json.load(f).get("workdir")
+    return str(workdir) if workdir else None
 
 
 def common_spec(predictors: Sequence[Predictor]) -> ServingSpec:
