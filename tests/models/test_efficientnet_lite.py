@@ -149,6 +149,17 @@ def test_top_blocks_unfreeze(small_lite0):
     assert not small_lite0.trainable_weights
 
 
+def test_layer_decay_gives_every_variable_a_block_depth(small_lite0):
+    from tlmed_keras.train import layer_decay
+
+    blocks = models.blocks(small_lite0, "efficientnet_lite0")
+    depths = layer_decay.block_depths(small_lite0, blocks)
+    by_path = {v.path: depths[id(v)] for v in small_lite0.weights}
+    assert sorted(set(by_path.values())) == list(range(1, 17))
+    assert by_path["conv_stem/kernel"] == 16  # the stem, below block 0
+    assert by_path["conv_head/kernel"] == by_path["block15_project_conv/kernel"] == 1
+
+
 def test_normalisation_is_x_minus_127_over_128():
     preprocess = Preprocess(32, models.get_spec("efficientnet_lite1").normalization)
     pixels = np.array([0, 127, 255, 63], np.uint8).reshape(1, 2, 2, 1).repeat(16, 1).repeat(16, 2)
