@@ -19,15 +19,7 @@ from tests.conftest import run_python
 from tlmed_keras.models import folding
 
 CHILD = "tests/models/folding_child.py"
-ZOO = (
-    "resnet50",
-    "resnet18",
-    "inception_v3",
-    "efficientnet_b0",
-    "densenet121",
-    "mobilenet_v2",
-    "efficientnet_lite0",
-)
+ZOO = ("resnet50", "resnet18", "inception_v3", "efficientnet_b0", "densenet121", "mobilenet_v2")
 
 
 def _run_child(tmp_path, weights, *kinds) -> dict:
