@@ -51,6 +51,8 @@ NORMALIZATIONS = {
     "unit": Normalization(scale=1 / 255),
     # BEiT / ViT checkpoints from Hugging Face: [0, 1] then mean 0.5 / std 0.5, i.e. [-1, 1].
     "half": Normalization(scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+    # Google's EfficientNet-Lite checkpoints: (x - 127) / 128.
+    "lite": Normalization(scale=1 / 128, mean=(127 / 128,) * 3),
 }
 
 
