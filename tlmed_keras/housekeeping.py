@@ -1,10 +1,12 @@
 """Run-directory housekeeping: one trainer per run directory, and no stale temporary files.
 
-``RunLock`` is a ``LOCK`` file holding the trainer's pid, host, start time and command. A
-second trainer in the same directory refuses at once, naming the first; a lock whose process
-is gone (killed, crashed, machine rebooted) is stale and taken over with one line of notice.
-Only processes on this host can be checked: a lock from another host is refused with the
-command that removes it.
+``RunLock`` holds an exclusive ``flock`` on the run's ``LOCK`` file for the trainer's life:
+the kernel drops it when the holder exits, however it dies (``kill -9``, a crash, a container
+restart), so a lock is never stale: a second trainer in the same directory refuses at once,
+naming the first, and the next one after the first has died takes the directory over with
+one line of notice. The file's content (pid, host, start time, command) is for humans and for
+that message; it decides nothing. On a network filesystem, ``flock`` reaches other hosts only
+where the filesystem supports it (NFS v4 does).
 
 ``remove_stale_temps`` deletes what a killed writer leaves: ``.<name>.<random>.tmp`` files
 (``rundir.atomic_write``), ``model.tmp.keras``, and an exporter's ``.tmp-<version>-...``
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import json
 import os
 import pathlib
@@ -53,13 +56,36 @@ def _lock_info() -> dict:
     }
 
 
-def _read_lock(path: pathlib.Path) -> dict | None:
-    """The lock's content, or None when it is unreadable (a half-written, hence stale, lock)."""
+def _parse_lock(content: bytes) -> dict | None:
+    """The lock's details, or None when they are empty or unreadable (a holder that died, or
+    one that has not written them yet)."""
     try:
-        info = json.loads(path.read_text())
-        return info if isinstance(info, dict) and isinstance(info.get("pid"), int) else None
-    except (OSError, ValueError):
+        info = json.loads(content)
+    except ValueError:
         return None
+    return info if isinstance(info, dict) and isinstance(info.get("pid"), int) else None
+
+
+def _read_lock(path: pathlib.Path) -> dict | None:
+    try:
+        return _parse_lock(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _describe(info: dict | None) -> str:
+    """``process 123 on host h (started T: COMMAND)`` from a lock's content."""
+    if info is None:
+        return "another process (starting: its details are not written yet)"
+    return (
+        f"process {info['pid']} on host {info.get('host', '?')} (started "
+        f"{info.get('started', '?')}: {info.get('command', '?')})"
+    )
+
+
+# LOCK paths this process holds, so a nested RunLock (the entry point's, then the trainer's)
+# does not lock against itself: a second flock on a new descriptor would refuse.
+_HELD: set[pathlib.Path] = set()
 
 
 class RunLock:
@@ -77,6 +103,7 @@ class RunLock:
         self.say = say
         self._created: list[pathlib.Path] = []  # folders this lock created, deepest first
         self._nested = False  # this process held the lock already: leave it to the holder
+        self._fd: int | None = None  # the open LOCK file whose flock this lock holds
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -86,65 +113,70 @@ class RunLock:
         self.release()
 
     def acquire(self) -> None:
-        """Raises RunLockedError naming the live process that holds the directory."""
+        """Raises RunLockedError, in one line naming the holder, when a live process holds
+        the directory; takes over (saying so) a lock file that no process holds."""
         folder = self.root.absolute()
         while not folder.exists():
             self._created.append(folder)
             folder = folder.parent
         self.root.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):  # a second try after removing a stale lock
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._judge_existing():
-                    self._nested = True
-                    return
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(_lock_info(), f)
+        if self.path.resolve() in _HELD:
+            self._nested = True
             return
+        for _ in range(3):  # again when a releasing holder removed the file we opened
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise RunLockedError(
+                    f"{self.root} is in use by {_describe(_read_lock(self.path))}. Wait for it "
+                    "to finish or stop it, or use another --workdir."
+                ) from None
+            if _is_current(fd, self.path):
+                self._take(fd)
+                return
+            os.close(fd)
         raise RunLockedError(f"{self.path} keeps coming back: another trainer is starting here.")
 
-    def _judge_existing(self) -> bool:
-        """True when this process holds the lock already; raises when a live one does;
-        removes a stale lock (then False: try again)."""
-        info = _read_lock(self.path)
-        if info is not None and info["pid"] == os.getpid() and self._same_host(info):
-            return True
-        if info is not None and not self._same_host(info):
-            raise RunLockedError(
-                f"{self.root} is in use by process {info['pid']} on host {info.get('host')} "
-                f"(started {info.get('started')}). If that process is gone, delete {self.path} "
-                "and rerun."
-            )
-        if info is not None and pid_alive(info["pid"]):
-            raise RunLockedError(
-                f"{self.root} is in use by process {info['pid']} (started {info.get('started')}: "
-                f"{info.get('command')}). Wait for it to finish or stop it, or use another "
-                "--workdir."
-            )
-        who = f"process {info['pid']}" if info else "an unknown process"
-        self.say(f"Removed a stale lock in {self.root}: {who} is no longer running.")
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        return False
-
-    @staticmethod
-    def _same_host(info: dict) -> bool:
-        return info.get("host") == socket.gethostname()
+    def _take(self, fd: int) -> None:
+        """Notes a holder that died without releasing, then writes this process's details."""
+        left = os.pread(fd, 4096, 0)
+        if left.strip():
+            info = _parse_lock(left)
+            who = _describe(info) if info else "an unknown process"
+            self.say(f"Removed a stale lock in {self.root}: {who} holds it no more.")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(_lock_info()).encode(), 0)
+        self._fd = fd
+        _HELD.add(self.path.resolve())
 
     def release(self) -> None:
-        if self._nested:
+        """Removes the file, then drops the flock (closing it), then the empty folders it made."""
+        if self._nested or self._fd is None:
             return
-        info = _read_lock(self.path)
-        if info is not None and info["pid"] == os.getpid():
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+        _HELD.discard(self.path.resolve())
+        # Removed while still locked: a process that opened this file meanwhile sees, once it
+        # gets the flock, that the path names another file now, and starts again.
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
         for folder in self._created:
             try:
                 folder.rmdir()
             except OSError:  # not empty: the run wrote something, keep it (and its parents)
                 break
+
+
+def _is_current(fd: int, path: pathlib.Path) -> bool:
+    """Whether the open file ``fd`` is still the one at ``path`` (not removed meanwhile)."""
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (opened.st_dev, opened.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _size(path: pathlib.Path) -> int:

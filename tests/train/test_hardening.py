@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests import tiny_registry
+from tests.test_run_lock import hold_in_another_process
 from tlmed_keras import housekeeping
 from tlmed_keras.errors import (
     CheckpointError,
@@ -181,11 +182,15 @@ def _write_lock(root, pid):
 
 
 def test_second_trainer_refuses_at_once_naming_the_first(tiny_config, tmp_path):
-    _write_lock(tmp_path, os.getppid())  # a live process that is not this one
-    with pytest.raises(RunLockedError, match=rf"in use by process {os.getppid()}"):
-        train_and_evaluate(tiny_config(), tmp_path, registry=tiny_registry)
-    assert not (tmp_path / rundir.CONFIG_FILE).exists()
-    assert (tmp_path / housekeeping.LOCK_FILE).exists()  # the other trainer's lock stays
+    holder = hold_in_another_process(tmp_path)  # a live trainer's lock
+    try:
+        with pytest.raises(RunLockedError, match=rf"in use by process {holder.pid} on host"):
+            train_and_evaluate(tiny_config(), tmp_path, registry=tiny_registry)
+        assert not (tmp_path / rundir.CONFIG_FILE).exists()
+        assert (tmp_path / housekeeping.LOCK_FILE).exists()  # the other trainer's lock stays
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
@@ -194,7 +199,10 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     said = []
     with housekeeping.RunLock(tmp_path, said.append) as lock:
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
-    assert said == [f"Removed a stale lock in {tmp_path}: process {pid} is no longer running."]
+    assert said == [
+        f"Removed a stale lock in {tmp_path}: process {pid} on host "
+        f"{housekeeping.socket.gethostname()} (started ?: other trainer) holds it no more."
+    ]
     assert not (tmp_path / housekeeping.LOCK_FILE).exists()
 
 
