@@ -93,3 +93,16 @@ def test_a_tta_cell_scores_the_same_fold_models_again(out, tiny_run):
     expected = (shifted.acc + shifted.auc) / 2
     assert cv_study.cell_scores("breastmnist", "tiny@shift") == pytest.approx([expected] * 5)
     assert cv_study.cell_scores("retinamnist", "tiny@shift") is None  # no runs: unfinished
+
+
+def test_a_rule_on_one_set_pairs_only_its_five_cells(out):
+    _write(cv_study.REFERENCE, REF)
+    shifts = [0.01, 0.02, 0.0, 0.03, 0.01]
+    moved = [c + s for c, s in zip(REF["breastmnist"], shifts, strict=True)]
+    _write("native", {"breastmnist": moved})  # no RetinaMNIST cells at all
+    assert cv_study.paired("native", cv_study.REFERENCE) is None  # both sets: incomplete
+    result = cv_study.paired("native", cv_study.REFERENCE, ("breastmnist",))
+    assert result["diff"] == pytest.approx(np.mean(shifts))
+    assert result["se"] == pytest.approx(np.std(shifts, ddof=1) / np.sqrt(5))
+    text = cv_study.table(["native"], cv_study.REFERENCE, False, ("breastmnist",))
+    assert "(5 cells;" in text and "retinamnist" not in text
