@@ -126,3 +126,21 @@ def test_cli_compare_prints_the_paired_difference(run_copy):
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("A - B +0.0000 [+0.0000, +0.0000]") == 2
     assert json.loads((a / "out" / compare.FILE).read_text())["acc"]["difference_ci95"] == [0, 0]
+
+
+def test_predict_gives_calibrated_probabilities_and_raw_ones_on_request(run_copy):
+    from tlmed_keras.evaluate.split import load_split
+    from tlmed_keras.predict.output import ImageResult, format_results, top_k
+    from tlmed_keras.predict.sources import RAW, RunPredictor
+
+    workdir = run_copy()
+    cal.store_entry(workdir / cal.FILE, "none", {"temperature": SET_TEMPERATURE})
+    calibrated, raw = RunPredictor(workdir), RunPredictor(workdir, raw=True)
+    images = load_split(calibrated.run, "test")[0][:8, ..., None]
+    p_raw = raw.probabilities(images).astype(np.float64)
+    want = cal.scaled(np.log(p_raw), calibrated.spec.task, SET_TEMPERATURE)
+    np.testing.assert_allclose(calibrated.probabilities(images), want, atol=1e-5)
+    assert raw.calibration == RAW and calibrated.calibration == "calibrated, temperature 1.700"
+    result = ImageResult("x.png", "28x28 L", top_k(want[0], calibrated.spec, 2))
+    text = format_results([result], calibrated.spec, "text", calibrated.calibration)
+    assert "class probabilities (calibrated, temperature 1.700)" in text
