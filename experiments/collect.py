@@ -39,6 +39,7 @@ RUN_FIELDS = (
     "weights",
     "test_acc",
     "test_auc",
+    *(f"test_{m}_ci_{end}" for m in ("acc", "auc") for end in ("low", "high")),
     "val_acc",
     "val_auc",
     "seconds",
@@ -60,6 +61,7 @@ CELL_FIELDS = (
     "test_acc_sd",
     "test_auc_mean",
     "test_auc_sd",
+    *(f"test_{m}_ci_{end}_mean" for m in ("acc", "auc") for end in ("low", "high")),
     "val_acc_mean",
     "val_acc_sd",
     "val_auc_mean",
@@ -87,6 +89,11 @@ class RunResult:
     weights: str = ""
     test_acc: float | None = None
     test_auc: float | None = None
+    # the run's 95 % bootstrap interval over the test images (metrics.json "test_ci95")
+    test_acc_ci_low: float | None = None
+    test_acc_ci_high: float | None = None
+    test_auc_ci_low: float | None = None
+    test_auc_ci_high: float | None = None
     val_acc: float | None = None
     val_auc: float | None = None
     seconds: float | None = None
@@ -234,6 +241,9 @@ def _finished(run: sweep_runs.Run, result: RunResult, status: dict) -> RunResult
     result.weights = metrics.get("weights", result.weights)
     result.test_acc, result.test_auc = _number(test.get("acc")), _number(test.get("auc"))
     result.val_acc, result.val_auc = _number(val.get("acc")), _number(val.get("auc"))
+    for name, (low, high) in (metrics.get("test_ci95") or {}).items():
+        setattr(result, f"test_{name}_ci_low", _number(low))
+        setattr(result, f"test_{name}_ci_high", _number(high))
     digest = status.get("flagfile_sha256")
     if digest and run.flagfile.is_file() and digest != sweep_runs.flagfile_digest(run.flagfile):
         if _same_settings(run):
@@ -271,6 +281,15 @@ def _pm(mean: float | None, sd: float | None) -> str:
     if mean is None:
         return "—"
     return f"{mean:.4f} ± {sd:.4f}" if sd is not None else f"{mean:.4f} (n=1)"
+
+
+def _pm_ci(cell: CellResult, key: str) -> str:
+    """``mean ± sd [low, high]``: the bounds are the means over seeds of each run's 95 %
+    bootstrap interval over the test images (runs trained before intervals existed have
+    none: then no bracket)."""
+    low, high = cell.stat(f"{key}_ci_low")[0], cell.stat(f"{key}_ci_high")[0]
+    text = _pm(*cell.stat(key))
+    return text if low is None or high is None else f"{text} [{low:.4f}, {high:.4f}]"
 
 
 def _val(cell: CellResult) -> str:
@@ -315,6 +334,11 @@ def cell_rows(cells: Sequence[CellResult]) -> list[dict]:
                 "test_acc_sd": _fmt(acc_sd, 6),
                 "test_auc_mean": _fmt(auc, 6),
                 "test_auc_sd": _fmt(auc_sd, 6),
+                **{
+                    f"test_{m}_ci_{end}_mean": _fmt(c.stat(f"test_{m}_ci_{end}")[0], 6)
+                    for m in ("acc", "auc")
+                    for end in ("low", "high")
+                },
                 "val_acc_mean": _fmt(val_acc, 6),
                 "val_acc_sd": _fmt(val_acc_sd, 6),
                 "val_auc_mean": _fmt(val_auc, 6),
@@ -352,7 +376,9 @@ def markdown(cells: Sequence[CellResult], title: str = "Sweep results") -> str:
         f"Collected {time.strftime('%Y-%m-%d %H:%M')}: {len(all_runs)} runs, "
         f"{counts['done']} done, {counts['failed']} failed, {counts['running']} running, "
         f"{pending} not run. Test ACC / AUC: mean ± sample sd (n-1) over the finished seeds "
-        "of each cell (one cell = one flagfile); MedMNIST's ACC and AUC definitions. Val: "
+        "of each cell (one cell = one flagfile), then [the mean over seeds of each run's 95 % "
+        "bootstrap interval over the test images]: the sd is the spread between seeds, the "
+        "interval the test sample's own uncertainty; MedMNIST's ACC and AUC definitions. Val: "
         "the selected checkpoint on the validation split, the only split to choose "
         "settings on.",
         "",
@@ -368,8 +394,8 @@ def markdown(cells: Sequence[CellResult], title: str = "Sweep results") -> str:
         )
         lines.append(
             f"| {c.cell} | {c.model} | {c.data} | {c.size} → {c.image_size or 'native'} "
-            f"| {_weights_label(c.weights)} | {ok} | {_pm(*c.stat('test_acc'))} "
-            f"| {_pm(*c.stat('test_auc'))} | {_val(c)} | {_fmt(study.acc)} "
+            f"| {_weights_label(c.weights)} | {ok} | {_pm_ci(c, 'test_acc')} "
+            f"| {_pm_ci(c, 'test_auc')} | {_val(c)} | {_fmt(study.acc)} "
             f"| {_pair(refs.medmnist_v2(c.data))} | {_pair(refs.medmnist_plus(c.data))} |"
         )
     lines += _failures(all_runs) + _notes(all_runs) + _baselines(cells) + _sources()

@@ -275,3 +275,25 @@ def test_a_flagfile_edit_that_keeps_every_setting_does_not_invalidate_its_runs(t
     # A changed value: the run no longer matches its flagfile.
     run.flagfile.write_text(f"--flagfile={base}\n--augment=flip\n")
     assert "flagfile changed since this run" in collect.run_result(run).note
+
+
+def test_table_shows_the_seeds_mean_sd_and_their_mean_test_interval(tmp_path):
+    cells = []
+    for seed, (acc, (low, high)) in enumerate([(0.80, (0.74, 0.86)), (0.84, (0.78, 0.90))]):
+        (tmp_path / f"s{seed}").mkdir()
+        run = _finished_run(tmp_path / f"s{seed}", "--model=resnet18\n")
+        metrics = json.loads((run.workdir / "metrics.json").read_text())
+        metrics["test"]["acc"] = acc
+        metrics["test_ci95"] = {"acc": [low, high], "auc": [0.5, 0.7]}
+        (run.workdir / "metrics.json").write_text(json.dumps(metrics))
+        cells.append(collect.run_result(run))
+    cell = collect.CellResult("cell", "resnet18", "bloodmnist", 28, None, "imagenet", cells)
+    table = collect.markdown([cell])
+    assert "0.8200 ± 0.0283 [0.7600, 0.8800]" in table  # sd of 0.80, 0.84; mean bounds
+    assert "0.6000 ± 0.0000 [0.5000, 0.7000]" in table
+    (row,) = collect.cell_rows([cell])
+    assert row["test_acc_ci_low_mean"] == "0.760000" and row["test_auc_ci_high_mean"] == "0.700000"
+    (tmp_path / "old").mkdir()
+    old = _finished_run(tmp_path / "old", "--model=resnet18\n")  # no intervals recorded
+    old_cell = collect.CellResult("old", "resnet18", "x", 28, None, "", [collect.run_result(old)])
+    assert "0.5000 (n=1) |" in collect.markdown([old_cell])

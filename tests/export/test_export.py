@@ -102,6 +102,7 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
     uint8_input = r"inputs\['images'\] tensor_info:\s+dtype: DT_UINT8\s+shape: \(-1, 28, 28, 1\)"
     assert re.search(uint8_input, show), show
     assert "outputs['probabilities']" in show and "outputs['class_id']" in show
+    assert "outputs['probabilities_calibrated']" in show
     got = np.load(tmp_path / "out" / "probabilities.npy")
     want = verify.predict(result.path, batch)["probabilities"]
     np.testing.assert_allclose(got, want, atol=1e-6)
@@ -200,11 +201,16 @@ def test_existing_version_kept_unless_overwrite(tiny_run, tmp_path):
 
 
 def test_multilabel_export_has_per_label_predictions(tiny_run, tmp_path):
-    run, images, result = _export(tiny_run("chestmnist"), tmp_path)
+    run, images, result = _export(tiny_run("chestmnist"), tmp_path, temperature=2.0)
     got = verify.predict(result.path, images[:5])
-    assert set(got) == {"probabilities", "predictions"}
+    assert set(got) == {"probabilities", "predictions", "probabilities_calibrated"}
     assert got["predictions"].shape == (5, 14) and got["predictions"].dtype == np.int32
     np.testing.assert_array_equal(got["predictions"], (got["probabilities"] > 0.5).astype(int))
+    # one shared temperature: sigmoid(logit / 2), the same 0.5 decisions
+    p = got["probabilities"].astype(np.float64)
+    want = 1 / (1 + np.exp(-np.log(p / (1 - p)) / 2.0))
+    np.testing.assert_allclose(got["probabilities_calibrated"], want, atol=1e-5)
+    np.testing.assert_array_equal((got["probabilities_calibrated"] > 0.5), got["predictions"] == 1)
 
 
 def test_bad_name_version_platforms_refused(tiny_run, tmp_path):

@@ -140,9 +140,11 @@ def test_saved_model_predicts_like_the_run(tiny_run, tmp_path):
     run = run_predictor.run
     images, _ = load_split(run, "test")
     result = savedmodel.export_savedmodel(
-        run.model, run.preprocess, run.info, tmp_path / "serving", images[:8]
-    )
+        run.model, run.preprocess, run.info, tmp_path / "serving", images[:8],
+        temperature=run_predictor.temperature,
+    )  # fmt: skip
     exported = SavedModelPredictor(result.path)
+    assert exported.calibration == run_predictor.calibration  # both calibrated, same T
     paths = [_photo(tmp_path / "fundus.jpg", (300, 200), "RGB", "JPEG")]
     from_run = predict_images([run_predictor], paths, k=5)[0]
     from_export = predict_images([exported], paths, k=5)[0]

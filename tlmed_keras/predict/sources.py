@@ -47,8 +47,9 @@ class RunPredictor:
         self.source = os.fspath(workdir)
         self.workdir = self.source  # where its training images' statistics are cached
         self.batch_size = batch_size
-        self.temperature = None if raw else _run_temperature(self.run, workdir)
-        self.calibration = RAW if raw else f"calibrated, temperature {self.temperature:.3f}"
+        self.temperature, self.calibration = None, RAW
+        if not raw:
+            self.temperature, self.calibration = _run_temperature(self.run, workdir)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         from tlmed_keras.serving.verify import keras_reference
@@ -65,13 +66,19 @@ class RunPredictor:
         return np.asarray(out[name], dtype=np.float32)
 
 
-def _run_temperature(run, workdir) -> float:
-    """The run's temperature without test-time augmentation (predict applies none): stored,
-    or fitted now on the run's validation split and stored (``runs.calibration``)."""
+def _run_temperature(run, workdir) -> tuple[float | None, str]:
+    """``(temperature, what the probabilities are)`` of the run without test-time
+    augmentation (predict applies none): stored, or fitted now on the run's validation split
+    and stored (``runs.calibration``); raw when neither is possible."""
     from tlmed_keras.runs.calibration import FitOptions, temperature_for
 
-    entry, _ = temperature_for([run], [workdir], FitOptions())
-    return 1.0 if entry is None else float(entry["temperature"])
+    try:
+        entry, _ = temperature_for([run], [workdir], FitOptions())
+    except FileNotFoundError as e:  # no temperature stored and no validation data here
+        return None, f"{RAW}: no temperature stored and none can be fitted ({e})"
+    if entry is None:
+        return None, f"{RAW}: no held-out split to fit a temperature on"
+    return float(entry["temperature"]), f"calibrated, temperature {entry['temperature']:.3f}"
 
 
 class SavedModelPredictor:
