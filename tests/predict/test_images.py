@@ -6,6 +6,7 @@ from __future__ import annotations
 import pathlib
 import struct
 import time
+import warnings
 import zlib
 
 import numpy as np
@@ -95,13 +96,14 @@ def test_decompression_bombs_are_refused_unread(tmp_path, side):
     # 900 MP: Pillow's own error; 108 MP: over MAX_PIXELS, where Pillow would only warn.
     bomb = _png_of_zeros(tmp_path / "bomb.png", *side)
     assert bomb.stat().st_size < 2_000_000 and side[0] * side[1] > MAX_PIXELS
-    start = time.perf_counter()
+    default_limit, start = Image.MAX_IMAGE_PIXELS, time.perf_counter()
     with pytest.raises(ImageFileError) as caught:
         read_image(bomb)
     assert time.perf_counter() - start < 2  # refused from the header, nothing decoded
     message = str(caught.value)
     assert "\n" not in message and "decompression bomb" in message and "Downscale" in message
-    assert f"{side[0]}x{side[1]}" in message or "pixels" in message
+    assert f"{side[0]}x{side[1]} = {side[0] * side[1]:,} pixels" in message
+    assert default_limit == Image.MAX_IMAGE_PIXELS  # Pillow's own limit is back as it was
 
 
 def test_flat_images_are_refused_and_the_others_kept(tmp_path):
@@ -202,6 +204,7 @@ def test_pydicom_samples_become_grey_images_like_a_viewer():
     "name, pattern",
     [
         ("MR_small_jpeg_ls_lossless.dcm", r"compressed as JPEG-LS Lossless.*decompress it"),
+        ("JPEG-lossy.dcm", r"compressed as JPEG Extended.*decompress it"),  # 12-bit JPEG
         ("SC_rgb_rle_2frame.dcm", r"multi-frame DICOM \(2 frames\)"),
         ("rtplan.dcm", r"holds no image .*RT Plan"),
     ],
@@ -209,8 +212,26 @@ def test_pydicom_samples_become_grey_images_like_a_viewer():
 def test_dicom_files_predict_cannot_use_are_refused_by_name(name, pattern):
     from pydicom.pixels import get_decoder
 
-    if "jpeg_ls" in name and get_decoder(pydicom.uid.JPEGLSLossless).is_available:
-        pytest.skip("a JPEG-LS decoder is installed here: this file is readable")
+    path = _shipped(name)
+    syntax = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+    if syntax.is_compressed and get_decoder(syntax).is_available and "jpeg_ls" in name:
+        pytest.skip(f"a {syntax.name} decoder is installed here: this file is readable")
     with pytest.raises(ImageFileError, match=pattern) as caught:
-        read_image(_shipped(name))
+        read_image(path)
     assert "\n" not in str(caught.value) and name in str(caught.value)
+
+
+def test_colour_dicom_is_rgb_and_pydicom_warnings_stay_quiet():
+    bars = np.asarray(read_image(_shipped("SC_rgb_rle.dcm")))  # red, green, blue, grey bars
+    assert bars.shape == (100, 100, 3) and bars[0, 50].tolist() == [255, 0, 0]
+    ybr = np.asarray(read_image(_shipped("SC_rgb_jpeg_dcmtk.dcm")))  # the same, YBR_FULL JPEG
+    assert np.abs(ybr.astype(int) - bars).mean() < 2  # brought to RGB (lossy: not exact)
+    path = _shipped("SC_rgb_jpeg.dcm")  # a VR pydicom warns about
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        pydicom.dcmread(path)
+    assert seen  # pydicom itself does warn about this file
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        image = read_image(path)
+    assert not seen and image.mode == "RGB" and image.size == (256, 256)

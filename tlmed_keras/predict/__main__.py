@@ -72,6 +72,7 @@ def predict(paths: list[str], say=None) -> tuple[str, int]:
     from tlmed_keras.predict.classify import classify, prepare
     from tlmed_keras.predict.images import read_images
     from tlmed_keras.predict.output import format_results
+    from tlmed_keras.predict.sources import common_spec
 
     say = say or _to_stderr
     if not paths:
@@ -82,17 +83,14 @@ def predict(paths: list[str], say=None) -> tuple[str, int]:
     _give_up_if_none_left(pairs, refusals, say)
     runtime.setup(FLAGS.backend if FLAGS.workdir else "tensorflow")
     predictors = _predictors(FLAGS.workdir, FLAGS.saved_model)
-    prepared = prepare(predictors[0].spec, pairs)
+    spec = common_spec(predictors)
+    prepared = prepare(spec, pairs)  # images flat once at the model's size are refused here
     refusals += prepared.refusals
     _give_up_if_none_left(prepared.paths, refusals, say)
-    for line in refusals:
-        say(f"refused: {line}")
-    for line in _warnings(predictors, prepared):
+    for line in [*(f"refused: {r}" for r in refusals), *_warnings(predictors, prepared)]:
         say(line)
     results = classify(predictors, prepared, FLAGS.top_k)
-    text = format_results(
-        results, predictors[0].spec, FLAGS.output, calibration=predictors[0].calibration
-    )
+    text = format_results(results, spec, FLAGS.output, calibration=predictors[0].calibration)
     return text, (EXIT_USAGE if refusals else 0)
 
 

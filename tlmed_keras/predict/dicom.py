@@ -14,7 +14,10 @@ transfer syntaxes pydicom cannot decode here (JPEG-LS, for one, needs pylibjpeg 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
 from typing import NoReturn
 
 import numpy as np
@@ -43,9 +46,30 @@ def read_dicom(path: os.PathLike | str) -> Image.Image:
         ImageFileError: not readable as DICOM, no pixel data, several frames, more than
             ``images.MAX_PIXELS`` pixels, or a transfer syntax pydicom cannot decode.
     """
+    path = os.fspath(path)
+    with _quiet_pydicom():
+        return _picture(path)
+
+
+@contextlib.contextmanager
+def _quiet_pydicom():
+    """pydicom warns (and logs) about tolerated deviations from the standard; the image is
+    read all the same, so they would only be noise around predict's own one-line messages."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _picture(path: str) -> Image.Image:
+    """``read_dicom`` without the quieting."""
     from tlmed_keras.predict.images import check_pixel_count
 
-    path = os.fspath(path)
     dataset = _dataset(path)
     frames = int(dataset.get("NumberOfFrames") or 1)
     if frames > 1:

@@ -21,8 +21,8 @@ Needs only numpy, Pillow (and pydicom for DICOM): files are checked before Tenso
 
 from __future__ import annotations
 
+import contextlib
 import os
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -60,20 +60,27 @@ def read_image(path: os.PathLike | str) -> Image.Image:
     if dicom.looks_like_dicom(path):
         return dicom.read_dicom(path)
     try:
-        with warnings.catch_warnings():
-            # MAX_PIXELS is the limit: Pillow's own warning below it would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                check_pixel_count(path, *image.size)
-                image.load()
-                return ImageOps.exif_transpose(image)
-    except Image.DecompressionBombError as e:  # Pillow refuses > 2x its own limit at open
-        raise ImageFileError(_bomb_message(path, str(e))) from e
+        with _only_our_pixel_limit(), Image.open(path) as image:
+            check_pixel_count(path, *image.size)  # from the header, before any decoding
+            image.load()
+            return ImageOps.exif_transpose(image)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageFileError(
             f"{path!r} is not an image Pillow can read ({type(e).__name__}: {e}). Pass "
             f"{ACCEPTED} files."
         ) from e
+
+
+@contextlib.contextmanager
+def _only_our_pixel_limit():
+    """``MAX_PIXELS`` as the one limit: Pillow's own check (a warning above 89 MP, an error
+    above 179 MP, its wording) is off while one file opens, and restored after."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def check_pixel_count(path: str, width: int, height: int) -> None:
@@ -83,15 +90,11 @@ def check_pixel_count(path: str, width: int, height: int) -> None:
         ImageFileError: ``width * height > MAX_PIXELS``.
     """
     if width * height > MAX_PIXELS:
-        raise ImageFileError(_bomb_message(path, f"{width}x{height} pixels"))
-
-
-def _bomb_message(path: str, what: str) -> str:
-    return (
-        f"{path!r} declares too many pixels ({what}; the limit is {MAX_PIXELS:,}): refused "
-        "unread, as a possible decompression bomb. Downscale it (e.g. to 2048 px on its "
-        "longer side) and pass the smaller copy."
-    )
+        raise ImageFileError(
+            f"{path!r} declares {width}x{height} = {width * height:,} pixels, over the limit "
+            f"of {MAX_PIXELS:,}: refused unread, as a possible decompression bomb. Downscale "
+            "it (e.g. to 2048 px on its longer side) and pass the smaller copy."
+        )
 
 
 def read_images(paths: Sequence[os.PathLike | str]) -> tuple[list, list[str]]:
