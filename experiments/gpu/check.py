@@ -282,8 +282,8 @@ def step_resume(check: Check, reference: pathlib.Path | None) -> None:
 
 BENCH_LINES = {
     "compile_s": r"compile_s=([\d.]+)",
-    "step_only_images_per_s": r"no_pipeline: images_per_s=([\d.]+)",
-    "pipeline_images_per_s": r"pipeline: +images_per_s=([\d.]+)",
+    "step_only_images_per_s": r"(?m)^no_pipeline: images_per_s=([\d.]+)",
+    "pipeline_images_per_s": r"(?m)^pipeline: +images_per_s=([\d.]+)",
 }
 
 
@@ -315,7 +315,7 @@ def step_bench(check: Check) -> None:
         check.record(name, ok=code == 0 and len(found) >= 3, seconds=round(seconds, 1), **found)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments.gpu.check", description=__doc__)
     parser.add_argument("--data", required=True, help="folder with breastmnist.npz (+ weights)")
     parser.add_argument("--out", default="gpukit_out", help="where the (<= 8) files go")
@@ -323,7 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget_s", type=float, default=BUDGET_S, help="all steps together")
     parser.add_argument("--tiny", action="store_true", help="CPU dry run: smoke-sized steps")
     parser.add_argument("--steps", default="env,recipe,export,resume,bench", help="which")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(pathlib.Path(args.work) / "jax_cache"))
     check = Check(args)
     steps = args.steps.split(",")

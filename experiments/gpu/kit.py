@@ -157,6 +157,7 @@ def pack_command(args: argparse.Namespace) -> None:
 # and runs the check (experiments.gpu.check keeps itself under CHECK_BUDGET_S).
 TRANSFER_TIMEOUT_S = 120
 LAST_TIMEOUT_S = 560
+CALL_MARGIN_S = 30
 
 
 def device_command(folder: str) -> str:
@@ -250,6 +251,7 @@ def install(store: pathlib.Path) -> pathlib.Path:
 def device(args: argparse.Namespace) -> None:
     """One device call: keep the piece; when the set is complete, install and run the check."""
     store = pathlib.Path(args.store)
+    start = time.monotonic()
     status = receive(pathlib.Path(args.piece_dir), store)
     if status["cold"]:
         print(
@@ -260,13 +262,15 @@ def device(args: argparse.Namespace) -> None:
         print(f"kit: kept {status['piece']}; missing: {' '.join(status['missing'])}")
         return
     print(f"kit: kept {status['piece']}; all pieces here: rebuilding and installing", flush=True)
-    start = time.perf_counter()
     site = install(store)
-    print(f"kit: installed into {site} in {time.perf_counter() - start:.0f} s", flush=True)
+    print(f"kit: installed into {site} in {time.monotonic() - start:.0f} s", flush=True)
     if args.no_check:
         return
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
     command = [sys.executable, "-m", "experiments.gpu.check", f"--data={store / 'files'}"]
+    # What the call's time limit leaves after the install, less a margin for the files' return.
+    budget = min(args.check_budget_s, LAST_TIMEOUT_S - CALL_MARGIN_S - (time.monotonic() - start))
+    command += [f"--budget_s={budget:.0f}", *args.check_args.split()]
     if args.out:
         command.append(f"--out={args.out}")
     sys.exit(subprocess.run(command, env=env, cwd=ROOT).returncode)
@@ -286,6 +290,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     dev.add_argument("--store", default=str(STORE), help="where pieces accumulate")
     dev.add_argument("--out", default=None, help="where the check writes its files ($OUT)")
     dev.add_argument("--no_check", action="store_true", help="install only")
+    dev.add_argument("--check_budget_s", type=float, default=470, help="the check's time, at most")
+    dev.add_argument("--check_args", default="", help="more check flags, e.g. --steps=env,recipe")
     dev.set_defaults(run=device)
     return parser.parse_args(argv)
 

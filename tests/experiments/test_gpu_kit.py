@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import venv
@@ -18,7 +19,7 @@ import zipfile
 
 import pytest
 
-from experiments.gpu import bundle, kit
+from experiments.gpu import bundle, check, kit
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Any index pip might try is a closed local port: the tests never reach the network.
@@ -160,10 +161,10 @@ def fresh_venv(tmp_path_factory):
     return folder / "bin" / "python", env
 
 
-def _device(fresh_venv, folder, store):
+def _device(fresh_venv, folder, store, *extra):
     python, env = fresh_venv
     command = [str(python), "-m", "experiments.gpu.kit", "device", str(folder)]
-    command += [f"--store={store}", "--no_check"]
+    command += [f"--store={store}", *(extra or ["--no_check"])]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
 
 
@@ -179,10 +180,22 @@ def test_the_device_command_installs_the_rebuilt_wheel_offline_into_a_fresh_venv
         and "kept piece-03.bin" in outputs[2].stdout
     )
     last = len(manifest["pieces"]) - 1
-    for i in range(3, last + 1):
-        done = _device(fresh_venv, pieces / bundle.piece_folder(i), store)
+    for i in range(3, last):
+        _device(fresh_venv, pieces / bundle.piece_folder(i), store)
+    out, work = tmp_path / "OUT", tmp_path / "work"
+    # The completing call installs, then starts the check (here with no step: its wiring).
+    check = f"--steps=none --work={work}"
+    done = _device(
+        fresh_venv,
+        pieces / bundle.piece_folder(last),
+        store,
+        f"--out={out}",
+        f"--check_args={check}",
+    )
     assert done.returncode == 0, done.stderr
     assert "all pieces here" in done.stdout and "installed into" in done.stdout
+    records = [json.loads(line) for line in (out / "check.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == "done" and 0 < records[-1]["seconds_left"] <= 470
     assert (store / "files" / "breastmnist.npz").read_bytes() == (
         tmp_path / "breastmnist.npz"
     ).read_bytes()
@@ -257,3 +270,65 @@ def test_manifest_of_another_format_is_refused(tmp_path):
     (tmp_path / bundle.MANIFEST).write_text(json.dumps({"format": 99}))
     with pytest.raises(bundle.BundleError, match="not a format-1 manifest: pack the pieces again"):
         bundle.read_manifest(tmp_path)
+
+
+def make_check(tmp_path, *extra):
+    args = ["--data=/d", f"--out={tmp_path / 'out'}", f"--work={tmp_path / 'work'}", *extra]
+    return check.Check(check.build_parser().parse_args(args))
+
+
+def test_the_check_trains_the_recipe_on_the_carried_data_and_lets_auto_pick_the_backend(tmp_path):
+    command = make_check(tmp_path).train_command(tmp_path / "run")
+    assert command[1:3] == ["-m", "tlmed_keras.train"]
+    flags = command[3:]
+    assert flags[0] == f"--flagfile={check.RECIPE}"  # first: the flags after it win
+    assert {"--data=breastmnist", "--data_dir=/d", "--seed=0"} <= set(flags)
+    assert f"--weights=/d/{check.WEIGHTS}" in flags and flags[-1] == f"--workdir={tmp_path / 'run'}"
+    assert check.WEIGHTS in kit.CHECK_DATA[1]  # the kit carries what the check reads
+    recipe = (ROOT / check.RECIPE).read_text().splitlines()
+    assert "--backend=auto" in recipe and not any(f.startswith("--backend") for f in flags)
+    tiny = make_check(tmp_path, "--tiny").train_command(tmp_path / "run", "--finetune_epochs=3")
+    assert tiny[3] == f"--flagfile={check.SMOKE}" and tiny[-1] == "--finetune_epochs=3"
+    assert not any(f.startswith("--weights") for f in tiny)
+
+
+def test_the_check_benches_both_models_in_both_precisions_pipeline_fed(tmp_path):
+    rows = {(model, size, bf16) for model, size, bf16 in check.BENCH}
+    assert rows == {
+        (m, s, b)
+        for m, s in (("resnet50", 224), ("mobilenet_v2_torchvision", 112))
+        for b in (True, False)
+    }
+    assert check.BENCH[0] == ("resnet50", 224, True)  # the goal's row runs first
+    full, tiny = make_check(tmp_path), make_check(tmp_path, "--tiny")
+    command = check.bench_command(full, "resnet50", 224, True)
+    assert command[1:4] == ["-m", "tlmed_keras.bench", "--target=train"]
+    assert {"--model=resnet50", "--image_size=224", "--batch_size=128"} <= set(command)
+    assert "--train_mixed_precision" in command
+    assert "--train_mixed_precision" not in check.bench_command(full, "resnet50", 224, False)
+    assert "--image_size=32" in check.bench_command(tiny, "resnet50", 224, False)
+
+
+def test_epoch_times_estimate_each_phase_compile_time(tmp_path):
+    history = tmp_path / "history.csv"
+    rows = ["epoch,phase,seconds", "1,head,9", "2,head,2", "3,head,2.5", "4,finetune,20"]
+    history.write_text("\n".join([*rows, "5,finetune,3", "6,finetune,4"]) + "\n")
+    times = check.epoch_times(history)
+    assert times["epochs"] == 6 and times["head_epoch_s"] == [9.0, 2.0, 2.5]
+    assert times["head_compile_s"] == 6.75 and times["finetune_compile_s"] == 16.5
+
+
+def test_bench_lines_are_read_from_the_bench_output():
+    output = (
+        "compile_s=12.30 (first step: tracing + compilation + the step)\n"
+        "no_pipeline: images_per_s=5000.0 step_ms=25.6\n"
+        "pipeline:    images_per_s=4600.5 step_ms=27.8 load_after=1.0\n"
+    )
+    found = {
+        k: float(m.group(1)) for k, p in check.BENCH_LINES.items() if (m := re.search(p, output))
+    }
+    assert found == {
+        "compile_s": 12.3,
+        "step_only_images_per_s": 5000.0,
+        "pipeline_images_per_s": 4600.5,
+    }
