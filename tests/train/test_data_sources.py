@@ -134,12 +134,12 @@ def test_every_host_of_a_multi_host_stream_runs_the_whole_epoch(tiny_config, mon
     # others waiting in a collective forever.
     import keras
 
-    from tlmed_keras.train import trainer
+    from tlmed_keras.train import setup
 
     config = tiny_config(n={"train": 30, "val": 8, "test": 8}, data_source="stream", batch_size=6)
     spec = tiny_registry.get_spec(config.model)
     info = catalog.get_info(config.data, config.size)
-    s = trainer._setup(config, spec, info, devices=1, say=lambda *a, **k: None)
+    s = setup.build_setup(config, spec, info, devices=1, say=lambda *a, **k: None)
     shard_set = s.splits["train"][0].shard_set
     per_host = [sum(shard.count for shard in shard_set.splits["train"][h::3]) for h in range(3)]
     assert min(per_host) < s.steps * 2 <= max(per_host)
@@ -147,8 +147,8 @@ def test_every_host_of_a_multi_host_stream_runs_the_whole_epoch(tiny_config, mon
     keras.distribution.set_distribution(keras.distribution.DataParallel())
     try:
         for host in range(3):
-            monkeypatch.setattr(trainer, "_hosts", lambda host=host: (3, host))
-            batches = list(trainer._train_dataset(config, s, epoch=0).take(s.steps))
+            monkeypatch.setattr(setup, "_hosts", lambda host=host: (3, host))
+            batches = list(setup.train_dataset(config, s, epoch=0).take(s.steps))
             assert len(batches) == s.steps == 5
             assert all(len(x) == 6 // 3 for x, _ in batches)  # this host's share of a batch
     finally:

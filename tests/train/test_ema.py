@@ -175,11 +175,11 @@ def test_resume_without_ema_in_the_checkpoint_is_refused(runs):
     _, _, workdir = runs("ema", ema_epochs=2.0)
     run = rundir.RunDir(workdir)
     saved = run.load_arrays("ckpt-2.npz")
-    from tlmed_keras.train import trainer
+    from tlmed_keras.train import resume
 
     model, _ = tiny_registry.build_classifier(tiny_registry.NAME, 8, weights="none")
     average = ema.WeightEMA(model, 0.9)
     with pytest.raises(CheckpointError, match="no EMA"):
-        trainer._restore_ema(average, {"model": saved["model"]}, "ckpt-2.npz")
-    trainer._restore_ema(average, saved, "ckpt-2.npz")
+        resume.restore_ema(average, {"model": saved["model"]}, "ckpt-2.npz")
+    resume.restore_ema(average, saved, "ckpt-2.npz")
     assert _same(average.arrays(), saved["ema"])

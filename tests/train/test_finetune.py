@@ -16,8 +16,9 @@ from tlmed_keras._medmnist import evaluator_module
 from tlmed_keras.data import load_arrays
 from tlmed_keras.runs import rundir
 from tlmed_keras.runs.passes import balanced_batch, predict_splits, shared_batch
-from tlmed_keras.train import losses, trainer
-from tlmed_keras.train.trainer import predict_logits, train_and_evaluate
+from tlmed_keras.train import epochs, losses, trainer
+from tlmed_keras.train.setup import predict_logits
+from tlmed_keras.train.trainer import train_and_evaluate
 
 
 def _snapshot(model) -> dict[str, np.ndarray]:
@@ -378,7 +379,7 @@ def test_validation_view_keeps_its_predict_function_when_the_model_is_compiled(f
     function; validation predicts through an uncompiled view of the same variables, whose
     predict function survives (one trace per run instead of one per phase)."""
     model = rundir.load_run(finished["workdir"]).model
-    view = trainer._Inference(model)
+    view = epochs.Inference(model)
     x = np.random.default_rng(0).normal(size=(4, 28, 28, 3)).astype(np.float32)
     first = view.predict(x, verbose=0)
     kept = view.predict_function
