@@ -65,7 +65,6 @@ def predict(paths: list[str], say=None) -> tuple[str, int]:
     from tlmed_keras.predict.classify import classify, prepare
     from tlmed_keras.predict.images import read_images
     from tlmed_keras.predict.output import format_results
-    from tlmed_keras.predict.sources import common_spec
 
     say = say or _to_stderr
     if not paths:
@@ -75,6 +74,8 @@ def predict(paths: list[str], say=None) -> tuple[str, int]:
     pairs, refusals = read_images(paths)  # fail fast, before TensorFlow loads
     _give_up_if_none_left(pairs, refusals, say)
     runtime.setup(FLAGS.backend if FLAGS.workdir else "tensorflow")
+    from tlmed_keras.predict.sources import common_spec  # Keras: after runtime.setup
+
     predictors = _predictors(FLAGS.workdir, FLAGS.saved_model)
     spec = common_spec(predictors)
     prepared = prepare(spec, pairs)  # images flat once at the model's size are refused here
