@@ -23,7 +23,6 @@ from absl import app, flags
 
 from tlmed_keras import cli, runtime
 from tlmed_keras.errors import EXIT_USAGE
-from tlmed_keras.predict.images import ImageFileError
 from tlmed_keras.predict.output import FORMATS
 
 PROG = "tlmed_keras.predict"
@@ -90,6 +89,8 @@ def predict(paths: list[str], say=None) -> tuple[str, int]:
 
 def _give_up_if_none_left(kept: list, refusals: list[str], say) -> None:
     """Raises the one refusal when it was the only image, or a summary after naming each."""
+    from tlmed_keras.predict.images import ImageFileError
+
     if kept:
         return
     if len(refusals) == 1:
