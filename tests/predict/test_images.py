@@ -71,7 +71,8 @@ def test_a_hot_pixel_does_not_darken_the_image():
 
 def test_nan_and_a_flat_deep_image_do_not_crash():
     values = np.array([[np.nan, 0.0], [1.0, 2.0]], np.float32)
-    assert depth.scale_to_uint8(values).tolist() == [[0, 0], [128, 255]]
+    scaled = depth.scale_to_uint8(values).astype(int)
+    assert scaled[0].tolist() == [0, 0] and abs(scaled[1, 0] - 128) <= 1 and scaled[1, 1] == 255
     assert not depth.scale_to_uint8(np.full((3, 3), 7, np.uint16)).any()
 
 

@@ -25,7 +25,6 @@ from absl import app, flags
 
 from tlmed_keras import cli, runtime
 from tlmed_keras.errors import EXIT_USAGE
-from tlmed_keras.predict.images import ImageFileError
 from tlmed_keras.predict.output import FORMATS
 
 PROG = "tlmed_keras.predict"
@@ -72,7 +71,6 @@ def predict(paths: list[str], say=None) -> tuple[str, int]:
     from tlmed_keras.predict.classify import classify, prepare
     from tlmed_keras.predict.images import read_images
     from tlmed_keras.predict.output import format_results
-    from tlmed_keras.predict.sources import common_spec
 
     say = say or _to_stderr
     if not paths:
@@ -82,6 +80,8 @@ def predict(paths: list[str], say=None) -> tuple[str, int]:
     pairs, refusals = read_images(paths)  # fail fast, before TensorFlow loads
     _give_up_if_none_left(pairs, refusals, say)
     runtime.setup(FLAGS.backend if FLAGS.workdir else "tensorflow")
+    from tlmed_keras.predict.sources import common_spec  # Keras: after runtime.setup
+
     predictors = _predictors(FLAGS.workdir, FLAGS.saved_model)
     spec = common_spec(predictors)
     prepared = prepare(spec, pairs)  # images flat once at the model's size are refused here
@@ -96,6 +96,8 @@ def predict(paths: list[str], say=None) -> tuple[str, int]:
 
 def _give_up_if_none_left(kept: list, refusals: list[str], say) -> None:
     """Raises the one refusal when it was the only image, or a summary after naming each."""
+    from tlmed_keras.predict.images import ImageFileError
+
     if kept:
         return
     if len(refusals) == 1:

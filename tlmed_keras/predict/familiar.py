@@ -122,15 +122,19 @@ def range_for_run(workdir: os.PathLike | str) -> PixelRange | None:
     cached = root / RANGE_FILE
     if cached.is_file():
         return PixelRange.from_json(json.loads(cached.read_text()))
-    from tlmed_keras.runs.config import Config
-
-    config = Config.from_dict(json.loads((root / CONFIG_FILE).read_text()))
+    # The few keys needed, read as training wrote them (no dependency on the trainer's code).
+    config = json.loads((root / CONFIG_FILE).read_text())
+    dataset, size = config["data"], int(config.get("size", 28))
     images = _training_images(
-        config.data, config.size, config.data_dir or None, config.cv_folds, config.cv_fold
+        dataset,
+        size,
+        config.get("data_dir") or None,
+        int(config.get("cv_folds") or 0),
+        int(config.get("cv_fold") or 0),
     )
     if images is None:
         return None
-    known = pixel_range(images, config.data, config.size)
+    known = pixel_range(images, dataset, size)
     _cache(cached, known)
     return known
 
