@@ -53,10 +53,10 @@ def test_recipe_states_its_decision_rule_and_is_the_chosen_candidate(tmp_path, m
     assert len(chosen) == 1 and f"Chosen: {chosen[0]}" in text
 
 
-# What a user who passes no tuning flags does not get from the recipe, and why (README,
-# "General recipe"): the model and its weights file, the size and files of the data, the input
-# size (the backbone's native one by default; 112 px is the recipe's choice for time), flip
-# TTA (doubles evaluation), and the evaluation batch.
+# What a user who passes no tuning flags does not get from the recipe, and why (docs/recipes.md,
+# "The trainer's defaults"): the model and its weights file, the size and files of the data,
+# the input size (the backbone's native one by default; 112 px is the recipe's choice for
+# time), flip TTA (doubles evaluation), and the evaluation batch.
 RECIPE_ONLY = {"model", "weights", "size", "download", "image_size", "tta", "eval_batch_size"}
 
 

@@ -142,6 +142,8 @@ def test_finished_run_is_not_retrained(finished, capsys):
     )
     assert again == finished["metrics"]
     assert "not retraining" in said[0]
+    test = finished["metrics"]["test"]
+    assert f"test ACC {test['acc']:.4f} AUC {test['auc']:.4f} (TTA none)." in said[0]
 
 
 def test_other_flags_in_existing_workdir_is_an_error(finished):

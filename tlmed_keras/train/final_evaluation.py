@@ -94,10 +94,11 @@ def evaluate_and_write(
 
 
 def test_text(metrics: dict) -> str:
-    """``test ACC 0.9000 AUC 0.9500``, or why a cross-fitting run has no test numbers."""
+    """``test ACC 0.9000 AUC 0.9500 (TTA flip)``: the test numbers and the test-time
+    augmentation they were scored with, or why a cross-fitting run has no test numbers."""
     if metrics["test"] is None:
         return "test not read (a cross-fitting fold: --cv_folds)"
-    return f"test {_scores_text(metrics['test'])}"
+    return f"test {_scores_text(metrics['test'])} (TTA {metrics.get('tta', 'none')})"
 
 
 def _scores_text(scores: dict[str, float]) -> str:
