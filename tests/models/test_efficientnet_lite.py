@@ -187,7 +187,8 @@ def test_exported_savedmodel_normalises_as_the_spec(medmnist_dir, tmp_path):
     """Raw uint8 in: the SavedModel's probabilities are the model's on (x - 127) / 128, and
     not on the torch normalisation (which the check could otherwise not tell apart)."""
     from tlmed_keras.data import catalog
-    from tlmed_keras.export import savedmodel, verify
+    from tlmed_keras.export import savedmodel
+    from tlmed_keras.serving import verify
 
     info = catalog.get_info("breastmnist", 64)
     model, _ = models.build_classifier("efficientnet_lite0", 2, weights="none", image_size=64)
