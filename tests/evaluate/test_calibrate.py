@@ -47,9 +47,9 @@ def test_training_stores_its_temperature_and_test_intervals(tiny_run):
 
 def test_savedmodel_calibrated_output_equals_evaluates(run_copy, tmp_path):
     from tlmed_keras.export import savedmodel
-    from tlmed_keras.serving import verify
     from tlmed_keras.runs.rundir import load_run
     from tlmed_keras.runs.split import load_split
+    from tlmed_keras.serving import verify
 
     workdir = run_copy()
     cal.store_entry(workdir / cal.FILE, "none", {"temperature": SET_TEMPERATURE})
