@@ -2,6 +2,8 @@
 
 ``report.evaluate_run`` / ``evaluate_ensemble`` (entry: ``python -m tlmed_keras.evaluate``,
 ``__main__``); ``evaluation`` holds the numbers and the summary, ``figures`` the PNGs,
-``split`` finds a run's data, ``ensemble`` averages seed runs (also used by ``export``).
+``split`` finds a run's data, ``ensemble`` averages seed runs (also used by ``export``),
+``calibrate`` finds or fits a run's or ensemble's temperature (also used by ``export`` and
+``predict``), ``compare`` is ``--compare``'s paired difference of two runs or ensembles.
 The MedMNIST metrics themselves are ``tlmed_keras.metrics`` (shared with ``train``).
 """
