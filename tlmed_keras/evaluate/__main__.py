@@ -5,7 +5,9 @@
 
 Prints ACC / AUC (MedMNIST definitions, the code training uses) and per-class precision,
 recall, F1, support and AUC; writes ``RUN/eval/<split>/`` (report.json, summary.txt,
-confusion_matrix.png, roc_curves.png). With several runs (a comma list and/or a quoted glob)
+confusion_matrix.png, roc_curves.png; with ``--explain=K`` saliency_montage.png: the K most
+confident errors and correct images with heatmaps of where the model looked, see
+docs/saliency.md). With several runs (a comma list and/or a quoted glob)
 it averages their probabilities, prints each member's ACC / AUC and their mean +- sd beside
 the ensemble's, and writes ``<common parent>/eval_ensemble/<split>/``. Members must share
 dataset, size, label set and preprocessing; a mismatch is refused, naming it. ``--tta=flip``
@@ -35,6 +37,12 @@ flags.DEFINE_string(
     "Where the report goes; default: WORKDIR/eval/<split> (one run) or "
     "<common parent>/eval_ensemble/<split> (several); _tta-<mode> is appended with a --tta "
     "other than none.",
+)
+flags.DEFINE_integer(
+    "explain",
+    0,
+    "K > 0: also write saliency_montage.png, the K most confident errors and the K most "
+    "confident correct images with HiResCAM heatmaps of their predicted class.",
 )
 flags.DEFINE_enum("backend", "auto", list(runtime.BACKENDS), "Keras backend.")
 flags.mark_flag_as_required("workdir")

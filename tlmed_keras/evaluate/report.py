@@ -40,9 +40,11 @@ class EvalOptions:
         batch_size: prediction batch size.
         out_dir: where the files go (default: beside the run or runs, see ``out_path``).
         tta: test-time augmentation, a mode of ``tlmed_keras.tta.MODES``.
+        explain: K > 0 writes ``saliency_montage.png``: the K most confident errors and
+            correct images with their heatmaps (``evaluate.explain``); 0: none.
 
     Raises:
-        ValueError: a batch size below 1 or an unknown tta.
+        ValueError: a batch size below 1, a negative explain or an unknown tta.
     """
 
     data_dir: str | None = None
@@ -50,10 +52,16 @@ class EvalOptions:
     batch_size: int = 256
     out_dir: str | os.PathLike | None = None
     tta: str = "none"
+    explain: int = 0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}.")
+        if self.explain < 0:
+            raise ValueError(
+                f"Bad --explain={self.explain}: give K >= 1 images per row of the saliency "
+                "montage, or 0 for none."
+            )
         check_tta(self.tta)
 
     def out_path(self, eval_root: Path, split: str) -> Path:
@@ -85,11 +93,11 @@ def evaluate_run(
 
     options = options or EvalOptions()
     run = load_run(workdir)
-    (ev,) = _member_evaluations([run], split, options)
+    images, (ev,) = _member_evaluations([run], split, options)
     out = options.out_path(Path(workdir) / EVAL_DIR, split)
     header = f"Run {workdir}: model {run.config.model}" + _tta_note(options.tta)
     payload = {"workdir": str(workdir), "model": run.config.model, "tta": options.tta}
-    return _write(ev, out, header, payload)
+    return _with_montage(_write(ev, out, header, payload), [run], images, options)
 
 
 def evaluate_ensemble(
@@ -110,7 +118,7 @@ def evaluate_ensemble(
     options = options or EvalOptions()
     runs = load_members(workdirs)
     check_split_shared(runs, split)
-    members = _member_evaluations(runs, split, options)
+    images, members = _member_evaluations(runs, split, options)
     info = runs[0].info
     scores = np.mean([ev.scores for ev in members], axis=0)
     ev = evaluate_scores(
@@ -129,17 +137,18 @@ def evaluate_ensemble(
     ]
     header = _members_text(rows) + f"\nEnsemble of {len(runs)} runs" + _tta_note(options.tta)
     payload = {"workdirs": [str(w) for w in workdirs], "tta": options.tta, "members": rows}
-    return _write(ev, out, header, payload)
+    return _with_montage(_write(ev, out, header, payload), runs, images, options)
 
 
 def _tta_note(tta: str) -> str:
     return "" if tta == "none" else f" (test-time augmentation: {tta})"
 
 
-def _member_evaluations(runs: Sequence, split: str, options: EvalOptions) -> list[Evaluation]:
-    """Each run scored alone on ``split`` (read once, from the first run's data settings)."""
+def _member_evaluations(runs: Sequence, split: str, options: EvalOptions):
+    """``(images, evaluations)``: the split's raw images (read once, from the first run's
+    data settings) and each run scored alone on them."""
     images, labels = load_split(runs[0], split, options.data_dir, options.download)
-    return [_member_evaluation(run, images, labels, split, options) for run in runs]
+    return images, [_member_evaluation(run, images, labels, split, options) for run in runs]
 
 
 def _member_evaluation(run, images, labels, split: str, options: EvalOptions) -> Evaluation:
@@ -159,6 +168,18 @@ def _members_text(rows: list[dict]) -> str:
         sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         lines.append(f"  mean {key.upper()} {np.mean(values):.4f} +- {sd:.4f} (sample sd)")
     return "\n".join(lines)
+
+
+def _with_montage(report: Report, runs: Sequence, images, options: EvalOptions) -> Report:
+    """``report`` with the saliency montage of ``options.explain`` images per row, if any."""
+    if options.explain:
+        from tlmed_keras.evaluate.explain import write_montage
+
+        montage = write_montage(
+            runs, np.asarray(images), report.evaluation, options.explain, report.out_dir
+        )
+        report.files["saliency_montage"] = montage
+    return report
 
 
 def _write(ev: Evaluation, out: Path, header: str, payload: dict) -> Report:

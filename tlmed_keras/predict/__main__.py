@@ -8,9 +8,17 @@ stored size the way MedMNIST made its images (a centre square crop for the datas
 medmnist.INFO description says "center-crop", bicubic resize, grey as ITU-R 601-2 luma; see
 ``tlmed_keras.predict.images``), then the model's own preprocessing runs as in training.
 Prints the top ``--top_k`` classes with label names and probabilities per image.
+
+    python -m tlmed_keras.predict --workdir=RUN --explain [--explain_dir=DIR] scan1.png
+
+``--explain`` also writes, per image, ``DIR/<name>_saliency.png``: the image as the model saw
+it, a HiResCAM heatmap of where the model looked for its top class, and the two overlaid
+(docs/saliency.md). The written paths go to stderr, so stdout stays the chosen --output.
 """
 
 from __future__ import annotations
+
+import sys
 
 from absl import app, flags
 
@@ -25,6 +33,13 @@ flags.DEFINE_integer("top_k", 3, "Classes listed per image (most probable first)
 flags.DEFINE_enum("output", "text", list(FORMATS), "text (readable), csv or json.")
 flags.DEFINE_integer("batch_size", 64, "Images per prediction batch.")
 flags.DEFINE_enum("backend", "auto", list(runtime.BACKENDS), "Keras backend (--workdir only).")
+flags.DEFINE_bool(
+    "explain",
+    False,
+    "Also write per image a PNG: the image, the heatmap of where the model looked for its top "
+    "class (HiResCAM), and the overlay (--workdir only).",
+)
+flags.DEFINE_string("explain_dir", "explanations", "Folder for the --explain PNGs (created).")
 FLAGS = flags.FLAGS
 
 
@@ -55,10 +70,20 @@ def predict(paths: list[str]) -> str:
         raise app.UsageError("Pass one or more image files after the flags.")
     if FLAGS.top_k < 1:
         raise app.UsageError(f"Bad --top_k={FLAGS.top_k}: must be >= 1.")
+    if FLAGS.explain and FLAGS.saved_model:
+        raise app.UsageError(
+            "--explain needs --workdir=RUN: an exported SavedModel keeps no feature layers to "
+            "take heatmaps at. Pass the run directory it was exported from."
+        )
     images = [read_image(path) for path in paths]  # fail fast, before TensorFlow loads
     runtime.setup(FLAGS.backend if FLAGS.workdir else "tensorflow")
     predictors = _predictors(FLAGS.workdir, FLAGS.saved_model)
     results = predict_images(predictors, paths, FLAGS.top_k, images=images)
+    if FLAGS.explain:
+        from tlmed_keras.predict.explain import write_explanations
+
+        for path in write_explanations(predictors, images, results, FLAGS.explain_dir):
+            print(f"explanation: {path}", file=sys.stderr)
     return format_results(results, predictors[0].spec, FLAGS.output)
 
 
