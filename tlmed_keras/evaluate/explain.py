@@ -43,10 +43,16 @@ def _captions(ev: Evaluation, picks: np.ndarray) -> list[str]:
 
 
 def write_montage(
-    runs: Sequence[Any], images: np.ndarray, ev: Evaluation, k: int, out_dir: Path
+    runs: Sequence[Any],
+    images: np.ndarray,
+    ev: Evaluation,
+    k: int,
+    out_dir: Path,
+    registry: Any = None,
 ) -> Path:
     """Writes ``out_dir/saliency_montage.png`` for the runs (one, or an ensemble's members)
-    evaluated as ``ev`` on the raw ``images`` of its split.
+    evaluated as ``ev`` on the raw ``images`` of its split; ``registry`` names the feature
+    layers (default ``tlmed_keras.models``).
 
     Raises:
         ValueError: ``k`` below 1, or a backend without gradients (torch).
@@ -57,7 +63,7 @@ def write_montage(
         raise ValueError(f"Bad --explain={k}: give the number of images per row, >= 1.")
     errors, correct = confident_picks(ev, k)
     picks = np.concatenate([errors, correct]).astype(int)
-    models = [cam.cam_model(run.model, run.config.model) for run in runs]
+    models = [cam.cam_model(run.model, run.config.model, registry) for run in runs]
     maps = np.zeros((0, 1, 1), np.float32)
     if len(picks):
         preprocessed = np.asarray(runs[0].preprocess(images[picks]), dtype=np.float32)

@@ -50,6 +50,7 @@ def write_explanations(
     images: Sequence,
     results: Sequence[ImageResult],
     out_dir: os.PathLike | str,
+    registry=None,
 ) -> list[Path]:
     """Writes one explanation PNG per image into ``out_dir`` (created) and returns the paths.
 
@@ -58,6 +59,7 @@ def write_explanations(
         images: the decoded images (``images.read_image``) in the order of ``results``.
         results: ``classify.predict_images``'s results: each map is of the top class.
         out_dir: the folder for the PNGs (``<image stem>_saliency.png``).
+        registry: the model registry naming feature layers (default ``tlmed_keras.models``).
 
     Raises:
         ValueError: a SavedModel predictor, or members fed other preprocessing.
@@ -70,7 +72,7 @@ def write_explanations(
 
     runs = _runs(predictors)
     batch = medmnist_batch(images, common_spec(predictors))
-    models = [cam.cam_model(run.model, run.config.model) for run in runs]
+    models = [cam.cam_model(run.model, run.config.model, registry) for run in runs]
     preprocessed = np.asarray(runs[0].preprocess(batch), dtype=np.float32)
     classes = [result.top[0].class_id for result in results]
     maps = cam.class_maps(models, preprocessed, classes)
