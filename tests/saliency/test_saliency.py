@@ -27,9 +27,9 @@ def _corner_images(seed: int = 5) -> np.ndarray:
 @pytest.fixture(scope="module")
 def trained_cnn():
     keras.utils.set_random_seed(0)
-    images, labels = ct.corner_task(256, seed=0)
+    images, labels = ct.corner_task(512, seed=0)
     model, registry = ct.tiny_cnn()
-    assert ct.train(model, images, labels, epochs=4, lr=3e-3) > 0.95
+    assert ct.train(model, images, labels, epochs=6, lr=3e-3) > 0.95
     return model, registry
 
 
