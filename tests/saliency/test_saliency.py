@@ -115,7 +115,10 @@ def test_every_backbone_gives_a_map_of_the_input_size_on_tensorflow(tensorflow_m
     result = tensorflow_maps[name]
     assert "exception" not in result, result.get("exception")
     size = result["size"]
-    assert result["shape"] == [2, size, size] and result["finite"] and result["max"] == 1.0
+    assert result["shape"] == [2, size, size] and result["finite"] and result["min"] >= 0
+    # Each map is scaled to a peak of 1; an untrained model may have no positive evidence
+    # for its class anywhere (all zero), but not at both random images.
+    assert set(result["peaks"]) <= {0.0, 1.0} and max(result["peaks"]) == 1.0, result["peaks"]
 
 
 @pytest.mark.slow  # the same TensorFlow child

@@ -18,15 +18,18 @@ def zoo_map(name: str) -> dict:
     from tlmed_keras import models
     from tlmed_keras.saliency import cam
 
-    size = max(models.get_spec(name).min_input_size, 32)
+    # 64 px: at least a 2 x 2 map for the stride-32 CNNs (a 1 x 1 map is a constant).
+    size = max(models.get_spec(name).min_input_size, 64)
     model, _ = models.build_classifier(name, 3, weights="none", image_size=size)
     x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype("float32")
-    maps = cam.class_maps([cam.cam_model(model, name)], x, [0, 2])
+    predicted = np.argmax(np.asarray(model(x)), axis=-1)
+    maps = cam.class_maps([cam.cam_model(model, name)], x, predicted)
     return {
         "size": size,
         "shape": list(maps.shape),
         "finite": bool(np.isfinite(maps).all()),
-        "max": float(maps.max()),
+        "peaks": [float(m.max()) for m in maps],
+        "min": float(maps.min()),
     }
 
 
