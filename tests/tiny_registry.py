@@ -77,3 +77,11 @@ def set_trainable(backbone, name, mode, *, freeze_batch_norm=True) -> None:
         # 3.15: fit's training=True overrides it; test_finetune caught exactly that.)
         if freeze_batch_norm and isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
+
+
+def feature_split(backbone, name):
+    """The last block's ReLU, as the zoo's specs name their feature layers."""
+    from tlmed_keras.models.features import at_output
+
+    get_spec(name)
+    return at_output(f"block{BLOCKS}_relu")(backbone)

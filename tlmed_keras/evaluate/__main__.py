@@ -7,12 +7,14 @@
 Prints ACC / AUC (MedMNIST definitions, the code training uses) with their 95 % bootstrap
 intervals over the split's images, calibration (ECE, Brier) before and after temperature
 scaling, and per-class precision, recall, F1, support and AUC; writes ``RUN/eval/<split>/``
-(report.json, summary.txt, confusion_matrix.png, roc_curves.png, reliability_diagram.png).
-The temperature is read from the run's calibration.json, or fitted on the validation split
-and stored there when missing (docs/calibration.md). With several runs (a comma list and/or a
-quoted glob) it averages their probabilities, prints each member's ACC / AUC and their mean
-+- sd beside the ensemble's, and writes ``<common parent>/eval_ensemble/<split>/``. Members
-must share dataset, size, label set and preprocessing; a mismatch is refused, naming it.
+(report.json, summary.txt, confusion_matrix.png, roc_curves.png, reliability_diagram.png;
+with ``--explain=K`` saliency_montage.png: the K most confident errors and correct images with
+heatmaps of where the model looked, see docs/saliency.md). The temperature is read from the
+run's calibration.json, or fitted on the validation split and stored there when missing
+(docs/calibration.md). With several runs (a comma list and/or a quoted glob) it averages their
+probabilities, prints each member's ACC / AUC and their mean +- sd beside the ensemble's, and
+writes ``<common parent>/eval_ensemble/<split>/``. Members must share dataset, size, label set
+and preprocessing; a mismatch is refused, naming it.
 
 The test-time augmentation (TTA) is the run's own by default (its ``--tta`` in config.json),
 so ``evaluate`` repeats the numbers the trainer printed; an ensemble uses its members' common
@@ -58,6 +60,12 @@ flags.DEFINE_string(
     "Where the report goes; default: WORKDIR/eval/<split> (one run) or "
     "<common parent>/eval_ensemble/<split> (several); _tta-<mode> is appended with a TTA "
     "other than none.",
+)
+flags.DEFINE_integer(
+    "explain",
+    0,
+    "K > 0: also write saliency_montage.png, the K most confident errors and the K most "
+    "confident correct images with HiResCAM heatmaps of their predicted class.",
 )
 flags.DEFINE_enum("backend", "auto", list(runtime.BACKENDS), "Keras backend.")
 flags.mark_flag_as_required("workdir")

@@ -21,6 +21,7 @@ from tlmed_keras.runs.ensemble import (
     load_members,
     recorded_tta,
 )
+from tlmed_keras.runs.split import load_split
 
 EVAL_DIR = "eval"
 ENSEMBLE_DIR = "eval_ensemble"
@@ -46,9 +47,11 @@ class EvalOptions:
         out_dir: where the files go (default: beside the run or runs, see ``out_path``).
         tta: test-time augmentation, a mode of ``tlmed_keras.tta.MODES``; None: the runs'
             own (``--tta`` of their training, so the numbers repeat the trainer's).
+        explain: K > 0 writes ``saliency_montage.png``: the K most confident errors and
+            correct images with their heatmaps (``evaluate.explain``); 0: none.
 
     Raises:
-        ValueError: a batch size below 1 or an unknown tta.
+        ValueError: a batch size below 1, a negative explain or an unknown tta.
     """
 
     data_dir: str | None = None
@@ -56,10 +59,16 @@ class EvalOptions:
     batch_size: int = 256
     out_dir: str | os.PathLike | None = None
     tta: str | None = None
+    explain: int = 0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}.")
+        if self.explain < 0:
+            raise ValueError(
+                f"Bad --explain={self.explain}: give K >= 1 images per row of the saliency "
+                "montage, or 0 for none."
+            )
         if self.tta is not None:
             check_tta(self.tta)
 
@@ -107,7 +116,7 @@ def evaluate_run(
     header = f"Run {workdir}: model {run.config.model}" + _tta_note(options.tta, tta_source)
     payload = {"workdir": str(workdir), "model": run.config.model}
     payload |= {"tta": options.tta, "tta_source": tta_source}
-    return _write(ev, out, header, payload)
+    return _with_montage(_write(ev, out, header, payload), [run], split, options)
 
 
 def evaluate_ensemble(
@@ -137,7 +146,7 @@ def evaluate_ensemble(
     header += _tta_note(options.tta, tta_source)
     payload = {"workdirs": [str(w) for w in workdirs], "tta": options.tta}
     payload |= {"tta_source": tta_source, "members": rows}
-    return _write(ev, out, header, payload)
+    return _with_montage(_write(ev, out, header, payload), runs, split, options)
 
 
 def evaluate_workdirs(
@@ -221,6 +230,20 @@ def _ci(row: dict, key: str) -> str:
     if low is None:
         return f"{value:.4f}"
     return f"{value:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def _with_montage(report: Report, runs: Sequence, split: str, options: EvalOptions) -> Report:
+    """``report`` with the saliency montage of ``options.explain`` images per row, if any
+    (the split's raw images are read again only then)."""
+    if options.explain:
+        from tlmed_keras.evaluate.explain import write_montage
+
+        images, _ = load_split(runs[0], split, options.data_dir, options.download)
+        montage = write_montage(
+            runs, np.asarray(images), report.evaluation, options.explain, report.out_dir
+        )
+        report.files["saliency_montage"] = montage
+    return report
 
 
 def _write(ev: Evaluation, out: Path, header: str, payload: dict) -> Report:

@@ -3,6 +3,7 @@
 One file per backbone family (``keras_apps``, ``kerashub``, ``mobilenet_v2_torchvision``,
 ``alexnet``, ``squeezenet``, ``beit``, ``efficientnet``): each declares complete ``ModelSpec``s
 and registers them where it builds them (``spec.register``); ``registry`` collects them.
+``features`` says where each backbone's last spatial features are (its ``ModelSpec.features``).
 
 The public API lives in ``registry`` and is re-exported lazily here, so that
 ``python -m tlmed_keras.models`` can parse its flags and pick the Keras backend before
@@ -21,6 +22,7 @@ REGISTRY_API = (
     "build_backbone",
     "build_classifier",
     "build_imagenet_classifier",
+    "feature_split",
     "get_spec",
     "model_names",
     "normalization_of",

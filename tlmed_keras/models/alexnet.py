@@ -25,6 +25,7 @@ from tlmed_keras.models.converters.state_dict import (
     read_state_dict,
 )
 from tlmed_keras.models.converters.torchvision import assign_state_dict
+from tlmed_keras.models.features import at_output
 from tlmed_keras.models.spec import ModelSpec, checkpoint_builder, register
 
 INPUT_SIZE = 224
@@ -201,6 +202,8 @@ SPEC = ModelSpec(
     weights_source=WEIGHTS_URL,
     num_blocks=7,  # len(blocks(backbone)) without the top: five convolutions, two FC layers
     build=checkpoint_builder("alexnet", WEIGHTS_URL, build_backbone),
+    # The last convolution's ReLU, before its max-pool: the finest map of the last block.
+    features=at_output("features_10_relu"),
     blocks=blocks,
     checkpoint_formats=READABLE_SUFFIXES,
 )

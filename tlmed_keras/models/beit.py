@@ -35,6 +35,7 @@ from tlmed_keras.models.converters.state_dict import (
     dense_kernel,
     read_state_dict,
 )
+from tlmed_keras.models.features import FeatureSplit, at_output
 from tlmed_keras.models.spec import ModelSpec, checkpoint_builder, register
 
 INPUT_SIZE = 224
@@ -436,6 +437,12 @@ def blocks(backbone: keras.Model) -> list[list[keras.layers.Layer]]:
     return groups
 
 
+def feature_split(backbone: keras.Model) -> FeatureSplit:
+    """Cuts ``backbone`` after its last encoder layer: its tokens (CLS first) are what the
+    mean pooling reads, so each patch token's part in the class score is direct."""
+    return at_output(_encoder_layers(backbone)[-1].name, prefix_tokens=1)(backbone)
+
+
 def load_hf_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarray]) -> None:
     """Copies a Hugging Face BEiT state dict into ``model``.
 
@@ -504,6 +511,7 @@ SPEC = ModelSpec(
     num_blocks=CONFIG.num_layers + 1,  # len(blocks(backbone)): patch embedding + each layer
     build=checkpoint_builder("beit_base_patch16_224", WEIGHTS_URL, build_backbone),
     blocks=blocks,
+    features=feature_split,
     checkpoint_formats=READABLE_SUFFIXES,
 )
 register(SPEC)

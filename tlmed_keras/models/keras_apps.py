@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import keras
 
+from tlmed_keras.models.features import at_output
 from tlmed_keras.models.spec import ModelSpec, is_download_failure, register, unavailable
 
 
@@ -97,13 +98,20 @@ def _builder(name: str, app: KerasApp):
 
 
 def register_app(
-    *, name: str, constructor: str, block_pattern: str, block_end: bool = False, **fields
+    *,
+    name: str,
+    constructor: str,
+    block_pattern: str,
+    feature_layer: str,
+    block_end: bool = False,
+    **fields,
 ) -> None:
     """Registers ``keras.applications.<constructor>`` as backbone ``name``.
 
     Args:
         name: registry name.
         constructor: function name in ``keras.applications``.
+        feature_layer: the layer ending its last convolutional block (``ModelSpec.features``).
         block_pattern, block_end: how it splits into fine-tuning blocks (see ``KerasApp``).
         **fields: the remaining ``ModelSpec`` fields (input_size, min_input_size,
             normalization, num_blocks, ...).
@@ -116,6 +124,7 @@ def register_app(
             weights_source=f"keras.applications.{constructor}",
             build=_builder(name, app),
             blocks=app.blocks,
+            features=at_output(feature_layer),
             top_outputs="probabilities",
             **fields,
         )
@@ -128,6 +137,7 @@ _ANY_SIZE = dict(input_size=224, min_input_size=32)  # ImageNet's 224, any side 
 register_app(
     name="vgg16",
     constructor="VGG16",
+    feature_layer="block5_conv3",
     block_pattern=r"^(block\d+)_",
     normalization="caffe",
     num_blocks=5,
@@ -136,6 +146,7 @@ register_app(
 register_app(
     name="vgg19",
     constructor="VGG19",
+    feature_layer="block5_conv4",
     block_pattern=r"^(block\d+)_",
     normalization="caffe",
     num_blocks=5,
@@ -144,6 +155,7 @@ register_app(
 register_app(
     name="resnet50",
     constructor="ResNet50",
+    feature_layer="conv5_block3_out",
     block_pattern=_CONV_BLOCKS,
     normalization="caffe",
     num_blocks=16,
@@ -152,6 +164,7 @@ register_app(
 register_app(
     name="resnet101",
     constructor="ResNet101",
+    feature_layer="conv5_block3_out",
     block_pattern=_CONV_BLOCKS,
     normalization="caffe",
     num_blocks=33,
@@ -160,6 +173,7 @@ register_app(
 register_app(
     name="resnet152",
     constructor="ResNet152",
+    feature_layer="conv5_block3_out",
     block_pattern=_CONV_BLOCKS,
     normalization="caffe",
     num_blocks=50,
@@ -168,6 +182,7 @@ register_app(
 register_app(
     name="inception_v3",
     constructor="InceptionV3",
+    feature_layer="mixed10",
     block_pattern=r"^mixed\d+$",
     block_end=True,
     normalization="tf",
@@ -178,6 +193,7 @@ register_app(
 register_app(
     name="densenet121",
     constructor="DenseNet121",
+    feature_layer="relu",
     block_pattern=_CONV_BLOCKS,
     normalization="torch",
     num_blocks=58,
@@ -186,6 +202,7 @@ register_app(
 register_app(
     name="mobilenet_v2",
     constructor="MobileNetV2",
+    feature_layer="out_relu",
     block_pattern=r"^(expanded_conv|block_\d+)_",
     normalization="tf",
     num_blocks=17,

@@ -8,6 +8,11 @@ directly; only ``weights="imagenet"`` calls ``from_preset``, which downloads con
 
 Each backbone is wrapped into a functional model ending in pooled features: global average
 pooling for ResNets, the class token for the transformers.
+
+Feature maps (``HubModel.features``): a ResNet's is the map its average pooling reads. The
+transformers pool the class token only, so the patch tokens the last block *puts out* never
+reach the class score; their feature tokens are the ones the last block *takes in*, whose
+attention mixes them into the class token (``pytorch-grad-cam``'s choice for ViTs).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import re
 import keras
 
 from tlmed_keras.models import keras_apps
+from tlmed_keras.models.features import FeatureSplit, at_input
 from tlmed_keras.models.spec import ModelSpec, register, unavailable
 
 FAMILY = "keras-hub"
@@ -105,17 +111,44 @@ class HubModel:
 
     def blocks(self, backbone: keras.Model) -> list[list[keras.layers.Layer]]:
         """Residual blocks (CNN) or transformer layers (the final norm joins the top one)."""
-        inner = next(lyr for lyr in backbone.layers if isinstance(lyr, _hub().models.Backbone))
+        inner = _inner_backbone(backbone)
         if self.kind == "cnn":
             return keras_apps._blocks_by_group(inner.layers, re.compile(r"^(stack\d+_block\d+)_"))
-        if self.kind == "vit":
-            encoder = inner.get_layer("vit_encoder")
-            layers, final_norm = encoder.encoder_layers, encoder.layer_norm
-        else:
-            layers, final_norm = inner.encoder.layers, inner.layernorm
+        _, layers, final_norm = self._transformer_parts(inner)
         blocks = [[layer] for layer in layers]
         blocks[-1].append(final_norm)
         return blocks
+
+    def _transformer_parts(self, inner: keras.Model):
+        """(patch embedding, encoder blocks, final norm) of a ViT or DINOv2 backbone."""
+        if self.kind == "vit":
+            encoder = inner.get_layer("vit_encoder")
+            embedding = inner.get_layer("vit_patching_and_embedding")
+            return embedding, encoder.encoder_layers, encoder.layer_norm
+        return inner.embeddings, inner.encoder.layers, inner.layernorm
+
+    def features(self, backbone: keras.Model) -> FeatureSplit:
+        """The map average pooling reads (CNN), or the tokens entering the last block."""
+        if self.kind == "cnn":
+            return at_input("avg_pool")(backbone)
+        inner = _inner_backbone(backbone)
+        embedding, layers, final_norm = self._transformer_parts(inner)
+
+        def features(images):
+            tokens = embedding(images)
+            for layer in layers[:-1]:
+                tokens = layer(tokens)
+            return tokens
+
+        def pool(tokens):
+            return final_norm(layers[-1](tokens))[:, 0, :]  # the class token, as ClassToken
+
+        registers = getattr(inner, "num_register_tokens", 0) if self.kind == "dinov2" else 0
+        return FeatureSplit(features, pool, prefix_tokens=1 + registers)
+
+
+def _inner_backbone(backbone: keras.Model) -> keras.Model:
+    return next(lyr for lyr in backbone.layers if isinstance(lyr, _hub().models.Backbone))
 
 
 def register_hub(*, name: str, hub: HubModel, **fields) -> None:
@@ -127,6 +160,7 @@ def register_hub(*, name: str, hub: HubModel, **fields) -> None:
             weights_source=f"keras-hub {hub.preset}",
             build=lambda shape, weights, top: hub.build(name, shape, weights, top),
             blocks=hub.blocks,
+            features=hub.features,
             **fields,
         )
     )

@@ -18,6 +18,7 @@ import numpy as np
 
 from tlmed_keras.models.converters.state_dict import read_state_dict
 from tlmed_keras.models.converters.torchvision import assign_state_dict
+from tlmed_keras.models.features import at_output
 from tlmed_keras.models.spec import ModelSpec, checkpoint_builder, register
 
 MOBILENET_V2_URL = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
@@ -173,6 +174,7 @@ SPEC = ModelSpec(
         file_hash=MOBILENET_V2_SHA256,
     ),
     blocks=mobilenet_v2_blocks,
+    features=at_output(f"features_{MOBILENET_V2_BLOCKS + 1}_2"),  # the last 1x1 conv's ReLU6
     checkpoint_formats=(".pth", ".pt"),
 )
 register(SPEC)

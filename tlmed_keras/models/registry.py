@@ -25,6 +25,7 @@ import numpy as np
 from tlmed_keras.data.preprocess import Normalization, get_normalization
 from tlmed_keras.models import REGISTRY_API, batch_norm, folding
 from tlmed_keras.models import spec as spec_module
+from tlmed_keras.models.features import FeatureSplit
 from tlmed_keras.models.spec import ModelSpec, WeightsUnavailableError  # noqa: F401 (API)
 
 # The package re-exports these lazily (``tlmed_keras.models.__getattr__``).
@@ -38,7 +39,7 @@ TRAINABLE_MODES = ("frozen", "all", "an int N (top N blocks)")
 
 # Every module of this package registers its backbones on import (see ``spec.register``),
 # except these, which are the zoo's machinery. A new family file needs no line here.
-_NOT_FAMILIES = frozenset({"__main__", "batch_norm", "folding", "registry", "spec"})
+_NOT_FAMILIES = frozenset({"__main__", "batch_norm", "features", "folding", "registry", "spec"})
 # The order ``models --list`` has always shown; other family modules follow alphabetically.
 _LISTING_ORDER = (
     "keras_apps",
@@ -292,6 +293,12 @@ def blocks(backbone: keras.Model, name: str) -> list[list[keras.layers.Layer]]:
     """``backbone``'s blocks, bottom to top (lists of layers): the units ``set_trainable``'s
     "top N blocks" and the fine-tune phase's ``--layer_decay`` count in."""
     return get_spec(name).blocks(backbone)
+
+
+def feature_split(backbone: keras.Model, name: str) -> FeatureSplit:
+    """``backbone`` cut at its last spatial features (``ModelSpec.features``): what
+    class-activation maps (``tlmed_keras.saliency``) differentiate."""
+    return get_spec(name).features(backbone)
 
 
 def set_trainable(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import keras
 
 from tlmed_keras.data.preprocess import Normalization
+from tlmed_keras.models.features import Splitter
 
 # A builder: (input_shape, weights, include_top) -> keras.Model, where weights is None (random
 # init), "imagenet" or a pathlib.Path to a framework checkpoint the family can convert.
@@ -47,6 +48,9 @@ class ModelSpec:
             ViT's position embeddings fix it to 224.
         build: the family builder (see ``Builder``).
         blocks: splits a built backbone into fine-tuning blocks, bottom to top.
+        features: cuts a built backbone at its last spatial features (``features.Splitter``:
+            a CNN's last convolutional block, a transformer's last block's patch tokens);
+            what class-activation maps differentiate.
     """
 
     name: str
@@ -58,6 +62,7 @@ class ModelSpec:
     family: str
     build: Builder = dataclasses.field(repr=False, compare=False)
     blocks: Blocks = dataclasses.field(repr=False, compare=False)
+    features: Splitter = dataclasses.field(repr=False, compare=False)
     checkpoint_formats: tuple[str, ...] = ()
     pretrained_sizes: tuple[int, ...] | None = None
     checkpoint_hint: str = ""

@@ -24,6 +24,7 @@ import numpy as np
 from tlmed_keras.models._arch import check_rgb_input_shape, has_layer
 from tlmed_keras.models.converters.state_dict import READABLE_SUFFIXES, read_state_dict
 from tlmed_keras.models.converters.torchvision import assign_state_dict
+from tlmed_keras.models.features import at_output
 from tlmed_keras.models.spec import ModelSpec, checkpoint_builder, register
 
 INPUT_SIZE = 224
@@ -149,6 +150,7 @@ SPEC = ModelSpec(
     weights_source=WEIGHTS_URL,
     num_blocks=9,  # len(blocks(backbone)) without the top: the stem and eight Fire modules
     build=checkpoint_builder("squeezenet1_1", WEIGHTS_URL, build_backbone),
+    features=at_output("features_12_concat"),  # the last Fire module
     blocks=blocks,
     checkpoint_formats=READABLE_SUFFIXES,
 )

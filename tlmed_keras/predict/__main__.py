@@ -15,6 +15,12 @@ that cannot give a meaningful answer (not an image, a decompression bomb, a flat
 multi-frame DICOM) is refused with one line on stderr while the others are still predicted
 (exit status 2); an image unlike the training images gets a warning line
 (``tlmed_keras.predict.familiar``). See docs/predict.md.
+
+    python -m tlmed_keras.predict --workdir=RUN --explain [--explain_dir=DIR] scan1.png
+
+``--explain`` also writes, per image, ``DIR/<name>_saliency.png``: the image as the model saw
+it, a HiResCAM heatmap of where the model looked for its top class, and the two overlaid
+(docs/saliency.md). The written paths go to stderr, so stdout stays the chosen --output.
 """
 
 from __future__ import annotations
@@ -42,6 +48,13 @@ flags.DEFINE_bool(
     "Print the model's raw probabilities instead of the temperature-calibrated ones.",
 )
 flags.DEFINE_enum("backend", "auto", list(runtime.BACKENDS), "Keras backend (--workdir only).")
+flags.DEFINE_bool(
+    "explain",
+    False,
+    "Also write per image a PNG: the image, the heatmap of where the model looked for its top "
+    "class (HiResCAM), and the overlay (--workdir only).",
+)
+flags.DEFINE_string("explain_dir", "explanations", "Folder for the --explain PNGs (created).")
 FLAGS = flags.FLAGS
 
 
@@ -77,6 +90,11 @@ def predict(paths: list[str], say=None) -> tuple[str, int]:
         raise app.UsageError("Pass one or more image files after the flags.")
     if FLAGS.top_k < 1:
         raise app.UsageError(f"Bad --top_k={FLAGS.top_k}: must be >= 1.")
+    if FLAGS.explain and FLAGS.saved_model:
+        raise app.UsageError(
+            "--explain needs --workdir=RUN: an exported SavedModel keeps no feature layers to "
+            "take heatmaps at. Pass the run directory it was exported from."
+        )
     pairs, refusals = read_images(paths)  # fail fast, before TensorFlow loads
     _give_up_if_none_left(pairs, refusals, say)
     runtime.setup(FLAGS.backend if FLAGS.workdir else "tensorflow")
@@ -90,6 +108,11 @@ def predict(paths: list[str], say=None) -> tuple[str, int]:
     for line in [*(f"refused: {r}" for r in refusals), *_warnings(predictors, prepared)]:
         say(line)
     results = classify(predictors, prepared, FLAGS.top_k)
+    if FLAGS.explain:
+        from tlmed_keras.predict.explain import write_explanations
+
+        for path in write_explanations(predictors, prepared.images, results, FLAGS.explain_dir):
+            say(f"explanation: {path}")
     text = format_results(results, spec, FLAGS.output, calibration=predictors[0].calibration)
     return text, (EXIT_USAGE if refusals else 0)
 

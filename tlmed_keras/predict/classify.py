@@ -33,13 +33,24 @@ def _describe(image) -> str:
     return f"{image.width}x{image.height} {image.mode}"
 
 
-def prepare(spec, pairs: Sequence[tuple[str, object]]) -> Prepared:
-    """Brings ``(path, image)`` pairs to ``spec``'s pixels as MedMNIST made its images;
-    an image that is one flat value after that is refused (one line in ``refusals``)."""
+def _stored_form(spec) -> tuple[int, int, bool]:
+    """``(size, channels, centre crop?)``: how MedMNIST stored the images of ``spec``'s set."""
     from tlmed_keras.data import catalog
 
     size, _, channels = spec.image_shape
-    crop = crops_centre(catalog.get_info(spec.dataset, spec.size).description)
+    return size, channels, crops_centre(catalog.get_info(spec.dataset, spec.size).description)
+
+
+def medmnist_batch(images, spec) -> np.ndarray:
+    """Decoded images as the dataset stores its pictures: uint8 ``[B, size, size, C]``."""
+    size, channels, crop = _stored_form(spec)
+    return np.stack([to_medmnist(image, size, channels, crop) for image in images])
+
+
+def prepare(spec, pairs: Sequence[tuple[str, object]]) -> Prepared:
+    """Brings ``(path, image)`` pairs to ``spec``'s pixels as MedMNIST made its images;
+    an image that is one flat value after that is refused (one line in ``refusals``)."""
+    size, channels, crop = _stored_form(spec)
     kept, refusals = [], []
     for path, image in pairs:
         pixels = to_medmnist(image, size, channels, crop)
