@@ -33,6 +33,7 @@ import numpy as np
 
 from tlmed_keras.models.converters.state_dict import READABLE_SUFFIXES, read_state_dict
 from tlmed_keras.models.converters.torchvision import assign_state_dict
+from tlmed_keras.models.features import at_output
 from tlmed_keras.models.spec import ModelSpec, WeightsUnavailableError, keras_home_models, register
 
 # Batch norm of the TensorFlow originals; Keras' momentum is TensorFlow's.
@@ -350,6 +351,7 @@ def _spec_fields(name: str) -> dict:
         num_blocks=num_blocks(variant),
         build=_builder(name),
         blocks=lite_blocks,
+        features=at_output("head_relu"),  # the 1x1 head's ReLU6, the map the pooling reads
         checkpoint_formats=READABLE_SUFFIXES,
     )
 
