@@ -1,4 +1,4 @@
-"""Evaluate a finished run, or a seed ensemble of runs, on one split.
+"""Evaluate a finished run, or an ensemble of runs, on one split.
 
     python -m tlmed_keras.evaluate --workdir=RUN [--split=test] [--tta=MODE] [--data_dir=DIR]
     python -m tlmed_keras.evaluate --workdir=RUN_A,RUN_B,RUN_C   # or --workdir='runs/x/seed*'
@@ -8,9 +8,10 @@ recall, F1, support and AUC; writes ``RUN/eval/<split>/`` (report.json, summary.
 confusion_matrix.png, roc_curves.png). With several runs (a comma list and/or a quoted glob)
 it averages their probabilities, prints each member's ACC / AUC and their mean +- sd beside
 the ensemble's, and writes ``<common parent>/eval_ensemble/<split>/``. Members must share
-dataset, size, label set and preprocessing; a mismatch is refused, naming it. ``--tta=flip``
-averages each model over the image and its horizontal mirror; ``shift`` and ``flip_shift``
-add small shifts (MODE: none, flip, shift, flip_shift; ``tlmed_keras.tta``).
+the dataset, its stored size and label set (a mismatch is refused, naming it); backbones,
+model input sizes and normalisations may differ (each member keeps its own preprocessing).
+``--tta=flip`` averages each model over the image and its horizontal mirror; ``shift`` and
+``flip_shift`` add small shifts (MODE: none, flip, shift, flip_shift; ``tlmed_keras.tta``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from tlmed_keras import cli, runtime, tta
 flags.DEFINE_string(
     "workdir",
     None,
-    "Run directory of a finished training run; several (comma list or glob): their seed ensemble.",
+    "Run directory of a finished training run; several (comma list or glob): their ensemble "
+    "(any backbones of one dataset).",
 )
 flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to evaluate.")
 flags.DEFINE_enum("tta", "none", list(tta.NAMES), tta.HELP)

@@ -1,6 +1,7 @@
 """``evaluate_run``: load a finished run, score one split, write the report into the run;
-``evaluate_ensemble``: the same for the mean probability of several runs (seed ensemble).
-Both take their data, batch size, output folder and TTA as one ``EvalOptions``."""
+``evaluate_ensemble``: the same for the mean probability of several runs (an ensemble of
+seeds or backbones). Both take their data, batch size, output folder and TTA as one
+``EvalOptions``."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def evaluate_run(
 def evaluate_ensemble(
     workdirs: Sequence[str | os.PathLike], split: str = "test", options: EvalOptions | None = None
 ) -> Report:
-    """Evaluates the mean probability of several runs (a seed ensemble) on ``split``.
+    """Evaluates the mean probability of several runs (seeds or backbones) on ``split``.
 
     Each member is scored alone too (same TTA); the printed summary lists the members' ACC /
     AUC, their mean +- sample sd, then the ensemble's full report. Files go to
@@ -103,7 +104,7 @@ def evaluate_ensemble(
     ``[_tta-<mode>]`` appended with TTA).
 
     Raises:
-        ValueError: members that differ in dataset, size, label set or preprocessing (named),
+        ValueError: members that differ in dataset, stored size or label set (named),
             or in their folds when ``split`` is not test; a bad split.
         FileNotFoundError: a folder without a finished run.
     """
@@ -124,12 +125,17 @@ def evaluate_ensemble(
     common = Path(os.path.commonpath([os.path.abspath(w) for w in workdirs]))
     out = options.out_path(common / ENSEMBLE_DIR, split)
     rows = [
-        {"workdir": str(w), "acc": m.to_json()["acc"], "auc": m.to_json()["auc"]}
-        for w, m in zip(workdirs, members, strict=True)
+        {"workdir": str(w), "model": r.config.model, **_scores(m)}
+        for w, r, m in zip(workdirs, runs, members, strict=True)
     ]
     header = _members_text(rows) + f"\nEnsemble of {len(runs)} runs" + _tta_note(options.tta)
     payload = {"workdirs": [str(w) for w in workdirs], "tta": options.tta, "members": rows}
     return _write(ev, out, header, payload)
+
+
+def _scores(ev: Evaluation) -> dict:
+    saved = ev.to_json()
+    return {"acc": saved["acc"], "auc": saved["auc"]}
 
 
 def _tta_note(tta: str) -> str:
@@ -153,7 +159,9 @@ def _member_evaluation(run, images, labels, split: str, options: EvalOptions) ->
 
 def _members_text(rows: list[dict]) -> str:
     lines = ["Members:"]
-    lines += [f"  ACC {r['acc']:.4f}   AUC {r['auc']:.4f}   {r['workdir']}" for r in rows]
+    lines += [
+        f"  ACC {r['acc']:.4f}   AUC {r['auc']:.4f}   {r['workdir']} ({r['model']})" for r in rows
+    ]
     for key in ("acc", "auc"):
         values = [r[key] for r in rows if r[key] is not None]
         sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0

@@ -8,11 +8,12 @@ at the dataset's native size -> ``probabilities`` and ``class_id``), ``DIR/model
 and ``DIR/<name>/request.json``. The version is verified against the Keras model on real
 images of ``--split`` before it is moved into place. See docs/serving.md.
 
-Several runs (a comma list and/or a quoted glob; same dataset, size, label set and
-preprocessing, else refused) export as ONE SavedModel whose ``probabilities`` are the mean of
-the members'; ``--tta=flip`` also averages each model over the horizontal mirror (``shift`` and
+Several runs (a comma list and/or a quoted glob; same dataset, stored size and label set,
+else refused; backbones and model input sizes may differ, each member keeps its own
+preprocessing inside the graph) export as ONE SavedModel whose ``probabilities`` are the mean
+of the members'; ``--tta=flip`` also averages each model over the horizontal mirror (``shift`` and
 ``flip_shift``: small shifts too, ``tlmed_keras.tta``), inside the graph. The ensemble is
-verified against the Keras ensemble (``evaluate.ensemble.Averaged``).
+verified against the Keras ensemble (``evaluate.ensemble.serving_parts``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ flags.DEFINE_string(
     "workdir",
     None,
     "Run directory of a finished training run; several (comma list or glob): one SavedModel "
-    "of their seed ensemble (mean probability).",
+    "of their ensemble (mean probability; backbones and input sizes may differ).",
 )
 flags.DEFINE_enum("tta", "none", list(tta.NAMES), "Inside the exported graph. " + tta.HELP)
 flags.DEFINE_string("export_dir", None, "TF Serving model root (DIR/<name>/<version>/).")
@@ -68,7 +69,7 @@ def main(argv: list[str]) -> None:
     workdirs = cli.finished_runs(F.workdir)  # before the backend: a bad path fails at once
     runtime.setup(F.backend)
 
-    from tlmed_keras.evaluate.ensemble import ensemble_model, load_members
+    from tlmed_keras.evaluate.ensemble import load_members, serving_parts
     from tlmed_keras.evaluate.split import load_split
     from tlmed_keras.export import layout
     from tlmed_keras.export.savedmodel import export_savedmodel
@@ -85,10 +86,12 @@ def main(argv: list[str]) -> None:
     if len(runs) > 1:
         metadata["ensemble_workdirs"] = [str(r.workdir) for r in runs]
         metadata["ensemble_models"] = [r.config.model for r in runs]
+        metadata["ensemble_image_sizes"] = [r.preprocess.image_size for r in runs]
+    model, preprocess = serving_parts(runs, F.tta)
     try:
         result = export_savedmodel(
-            ensemble_model(runs, F.tta),
-            run.preprocess,
+            model,
+            preprocess,
             run.info,
             F.export_dir,
             images,
