@@ -28,7 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tlmed_keras import housekeeping
+from tlmed_keras import housekeeping, weights_files
 from tlmed_keras import metrics as mm
 from tlmed_keras.data import catalog
 from tlmed_keras.data.preprocess import Preprocess
@@ -287,6 +287,9 @@ def _float32_output(model):
 
 
 def _build(config: Config, s: _Setup, registry: Any, weights: str):
+    # A file name or a published ImageNet file: the local copy (weights_files), if any.
+    published = getattr(registry.get_spec(config.model), "published_file", "")
+    weights = weights_files.resolve_weights(weights, config.weights_dir, published)
     # A --weights file that fails to load, whatever the converter raised: WeightsFileError.
     with loading_weights(weights, config.model):
         model, backbone = registry.build_classifier(
