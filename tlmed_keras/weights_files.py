@@ -20,8 +20,9 @@ from tlmed_keras.errors import TlmedError
 KEYWORDS = ("imagenet", "none")
 
 
-class WeightsNotFoundError(TlmedError, FileNotFoundError):
-    """A named weights file is nowhere it was looked for."""
+class WeightsNotFoundError(TlmedError, ValueError):
+    """A named weights file is nowhere it was looked for (a bad flag value: ValueError, as
+    every other check of the trainer's flags)."""
 
     exit_code = 2  # fix the command line: pass the folder that holds the file
 
