@@ -36,6 +36,9 @@ flags.DEFINE_string(
     "any download.",
 )
 flags.DEFINE_bool("download", False, "Download a missing dataset file (MD5 verified).")
+flags.DEFINE_bool(
+    "verify_data", True, "Check the dataset file's MD5 (off only for synthetic files)."
+)
 flags.DEFINE_string(
     "members",
     None,
@@ -63,6 +66,8 @@ def _extra_flags(info) -> dict[str, str]:
         extra["weights_dir"] = FLAGS.weights_dir
     if FLAGS.download:
         extra["download"] = "true"
+    if not FLAGS.verify_data:
+        extra["verify_data"] = "false"
     if info.sided_labels:  # the trainer refuses a mirror view on these sets
         extra["tta"] = "none"
     return extra
@@ -91,6 +96,8 @@ def main(argv: list[str]) -> None:
     extra = _extra_flags(catalog.get_info(FLAGS.data))
     runs = members.plan(recipe, FLAGS.workdir)
     configs = [members.member_config(members.train_arguments(r, extra)) for r in runs]
+    for config in configs:  # a missing weights file stops the command before any training
+        weights_files.find_weights_file(config.weights, config.weights_dir)
     mode = _evaluation_tta(configs)
     print(
         f"[recipe] {len(recipe.members)} member(s) x seeds {list(recipe.seeds)} on "
