@@ -202,3 +202,21 @@ def _check_ensemble_is_member_mean(saved: dict) -> None:
     # The command evaluated on TensorFlow, this test on JAX: the same up to float rounding.
     assert saved["ensemble"]["acc"] == pytest.approx(ev.acc, abs=1e-6)
     assert saved["ensemble"]["auc"] == pytest.approx(ev.auc, abs=1e-4)
+
+
+def test_a_missing_weights_file_stops_the_command_before_any_training(tmp_path):
+    """Run from a folder where the recipe's ../shared path does not lead anywhere."""
+    proc = run_python(
+        "-m",
+        "tlmed_keras.recipe",
+        "--data=breastmnist",
+        f"--workdir={tmp_path / 'work'}",
+        f"--weights_dir={tmp_path}",
+        cwd=tmp_path,
+        TORCH_HOME=str(tmp_path / "torch"),
+        KERAS_HOME=str(tmp_path / "keras"),
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "mobilenet_v2-b0353104.pth" in lines[0] and f"--weights_dir={tmp_path}" in lines[0]
+    assert not (tmp_path / "work").exists()
