@@ -97,3 +97,12 @@ def test_weights_dir_never_stops_a_run_from_resuming(tmp_path):
     run.check_same_config(cfg.Config(**{**first.to_dict(), "weights_dir": "/elsewhere"}))
     with pytest.raises(rundir.ConfigMismatchError):
         run.check_same_config(cfg.Config(**{**first.to_dict(), "seed": 1}))
+
+
+def test_the_banner_says_which_file_a_name_was_found_as(caches, tmp_path):
+    from tlmed_keras.train import banner
+
+    found = _file(tmp_path / "w" / NAME)
+    config = cfg.Config(model="m", data="breastmnist", weights=NAME, weights_dir=str(tmp_path))
+    assert banner._weights(config) == f"{NAME} (found: {found})"
+    assert banner._weights(cfg.Config(model="m", data="breastmnist")) == "imagenet"
