@@ -122,7 +122,7 @@ TINY_MEMBER = """--model=squeezenet1_1
 --weights=none
 --image_size=32
 --head_epochs=1
---finetune_epochs=1
+--finetune_epochs=0
 --warmup_epochs=0
 --max_steps_per_epoch=2
 --batch_size=8
@@ -142,6 +142,7 @@ def _recipe(tmp_path, data_dir, *extra):
         f"--workdir={tmp_path / 'work'}",
         f"--members={tmp_path / 'members.toml'}",
         *extra,
+        timeout=1800,  # two trainings and an evaluation on a CPU that may be shared
         TF_CPP_MIN_LOG_LEVEL="2",
     )
 
@@ -149,7 +150,7 @@ def _recipe(tmp_path, data_dir, *extra):
 @pytest.mark.slow  # two short trainings in their own processes, then the evaluation: minutes
 def test_recipe_command_trains_scores_ensemble_and_skips_finished_members(tmp_path):
     """ChestMNIST-shaped (multi-label, grey) synthetic file; a member of 2 seeds, squeezenet
-    at 32 px from random init, 2 steps an epoch, flip TTA."""
+    at 32 px from random init, one epoch of 2 steps, flip TTA."""
     info = catalog.get_info("chestmnist")
     data_dir = tmp_path / "data"
     data_dir.mkdir()

@@ -118,6 +118,7 @@ def text(summary: dict[str, Any]) -> str:
         f"{summary['num_images']} images, test-time augmentation {summary['tta']}; "
         f"the ensemble is the mean probability of every run."
     )
+    timing = [] if summary.get("wall_s") is None else [f"Wall time: {summary['wall_s']:.0f} s."]
     return "\n".join(
         [
             head,
@@ -126,6 +127,7 @@ def text(summary: dict[str, Any]) -> str:
             "",
             "Export the ensemble as one SavedModel:",
             f"  {summary['export_command']}",
+            *timing,
         ]
     )
 
