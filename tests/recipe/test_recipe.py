@@ -108,7 +108,7 @@ def test_summary_has_runs_means_per_member_and_ensemble():
     assert result["per_member_mean_sd"]["a"]["acc"]["mean"] == pytest.approx(0.7)
     assert result["ensemble"] == {"acc": 0.85, "auc": 0.95, "runs": 3}
     assert result["export_command"] == (
-        "python -m tlmed_keras.export --workdir=w/a/seed0,w/a/seed1,w/b/seed0 "
+        "uv run python -m tlmed_keras.export --workdir=w/a/seed0,w/a/seed1,w/b/seed0 "
         "--export_dir=serving --tta=flip"
     )
     printed = summary.text(result)

@@ -29,8 +29,10 @@ def mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
 
 
 def export_command(workdirs: Sequence[Path], tta: str, export_dir: str = "serving") -> str:
-    """The command that exports the ensemble as one SavedModel."""
-    args = ["python", "-m", "tlmed_keras.export", f"--workdir={','.join(map(str, workdirs))}"]
+    """The command that exports the ensemble as one SavedModel (written with ``uv run``, as
+    the trainer's next steps are)."""
+    workdir = f"--workdir={','.join(map(str, workdirs))}"
+    args = ["uv", "run", "python", "-m", "tlmed_keras.export", workdir]
     args.append(f"--export_dir={export_dir}")
     if tta != "none":
         args.append(f"--tta={tta}")
