@@ -88,7 +88,7 @@ def _outcome(name, seed, state="trained"):
     return runner.Outcome(run, state, 12.0)
 
 
-def test_summary_has_runs_means_per_member_and_ensemble():
+def test_summary_has_runs_means_per_member_and_ensemble(tmp_path):
     outcomes = [_outcome("a", 0), _outcome("a", 1), _outcome("b", 0, "finished before")]
     rows = [
         {"model": "ma", "acc": 0.8, "auc": 0.9},
@@ -114,6 +114,10 @@ def test_summary_has_runs_means_per_member_and_ensemble():
     printed = summary.text(result)
     assert "| a: mean ± sd | | 0.7000 ± 0.1414 |" in printed
     assert "**ensemble of 3** | | **0.8500** | **0.9500**" in printed and "n/a" in printed
+    paths = summary.write(result, tmp_path)
+    assert json.loads(paths["json"].read_text())["ensemble"]["acc"] == 0.85
+    md = paths["md"].read_text()
+    assert "`python`" in md and f"```\n{result['export_command']}\n```" in md
 
 
 # --- the whole command -------------------------------------------------------------------

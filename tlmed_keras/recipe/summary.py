@@ -145,8 +145,16 @@ def write(summary: dict[str, Any], workdir: str | Path) -> dict[str, Path]:
         "",
         f"`{command}`",
         "",
-        text(summary).replace("\n  ", "\n    "),
+        text(summary).split("\n")[0],
+        "",
+        *table(summary),
+        "",
+        "Export the ensemble as one SavedModel:",
+        "",
+        f"```\n{summary['export_command']}\n```",
         "",
     ]
+    if summary.get("wall_s") is not None:
+        md.append(f"Wall time: {summary['wall_s']:.0f} s.\n")
     paths["md"].write_text("\n".join(md))
     return paths
