@@ -18,7 +18,7 @@ from tlmed_keras import cli, precheck, weights_guard
 from tlmed_keras.data.errors import ChecksumError
 from tlmed_keras.errors import WeightsFileError
 
-ENTRY_POINTS = ("train", "evaluate", "export", "data", "models", "eda", "bench")
+ENTRY_POINTS = ("train", "evaluate", "export", "data", "models", "eda", "bench", "recipe")
 
 
 _python = run_python

@@ -1,8 +1,9 @@
 """The package's layers: no module imports from a package above it or beside it.
 
-Data flows one way: the floor (modules every job stands on) -> data -> models -> runs and
-serving (the formats every job reads: run directories, SavedModels) -> the jobs (train,
-evaluate, export, predict, eda) -> bench -> experiments. The imports are read from the
+Data flows one way: the floor (modules every job stands on) -> data -> models -> runs,
+serving and saliency (the formats every job reads: run directories, SavedModels; the maps of
+a built model) -> the jobs (train, evaluate, export, predict, eda) -> bench and recipe (which
+run the jobs) -> experiments. The imports are read from the
 source (ast), lazy ones inside functions included, so nothing is imported to check them.
 """
 
@@ -22,15 +23,18 @@ PACKAGE = ROOT / "tlmed_keras"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset(
         {"__init__", "_medmnist", "errors", "cli", "runtime", "metrics", "tta"}
-        | {"housekeeping", "weights_guard", "calibration", "intervals"}
+        | {"housekeeping", "weights_guard", "calibration", "intervals", "weights_files"}
     ),
     frozenset({"data"}),
     # precheck judges --data against the catalog and --model against models/' source (read
     # as text, not imported), before Keras loads: it stands where the models do.
     frozenset({"models", "precheck"}),
-    frozenset({"runs", "serving"}),
+    # saliency: class-activation maps of a built model, used by evaluate and predict alike.
+    frozenset({"runs", "serving", "saliency"}),
     frozenset({"train", "evaluate", "export", "predict", "eda"}),
-    frozenset({"bench"}),
+    # recipe runs train, evaluate and export for each member and their ensemble; bench times
+    # the trainer: both stand above the jobs.
+    frozenset({"bench", "recipe"}),
 )
 FLOOR = 0
 EXPERIMENTS = "experiments"  # top of the house, outside the package: may import anything

@@ -34,7 +34,8 @@ FLAGS = flags.FLAGS
 def _write_pngs(run, folder: pathlib.Path, n: int) -> list[pathlib.Path]:
     import numpy as np
     from PIL import Image
-    from tlmed_keras.evaluate.split import load_split
+
+    from tlmed_keras.runs.split import load_split
 
     images, _ = load_split(run, "test", FLAGS.data_dir)
     paths = []

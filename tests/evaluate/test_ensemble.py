@@ -175,20 +175,27 @@ def _fake_run(workdir, data="breastmnist", size=28, labels=("a", "b"), image_siz
 @pytest.mark.parametrize(
     "other, named",
     [
-        (dict(data="pneumoniamnist"), "data is 'breastmnist' in A but 'pneumoniamnist' in B"),
-        (dict(size=64), "size is 28 in A but 64 in B"),
-        (dict(labels=("a", "c")), "labels is"),
-        (dict(image_size=64), "preprocessing is"),
+        (
+            dict(data="pneumoniamnist"),
+            "the dataset is 'breastmnist' in A but 'pneumoniamnist' in B",
+        ),
+        (dict(size=64), "the stored image size is 28 in A but 64 in B"),
+        (dict(labels=("a", "c")), r"the label set is \('a', 'b'\) in A but \('a', 'c'\) in B"),
     ],
 )
-def test_member_mismatch_refused_naming_it(other, named):
+def test_member_mismatch_refused_naming_it_in_one_line(other, named):
     ensemble.check_members([_fake_run("A"), _fake_run("A2")])  # layer names may differ
-    with pytest.raises(ValueError, match=named):
+    with pytest.raises(ValueError, match=named) as refused:
         ensemble.check_members([_fake_run("A"), _fake_run("B", **other)])
+    assert "\n" not in str(refused.value)
+
+
+def test_members_may_differ_in_model_input_size_and_normalisation():
+    ensemble.check_members([_fake_run("A"), _fake_run("B", image_size=64)])
 
 
 def test_real_runs_of_two_datasets_refused(seeds, tiny_run):
-    with pytest.raises(ValueError, match="data is 'breastmnist'.*'retinamnist'"):
+    with pytest.raises(ValueError, match="dataset is 'breastmnist'.*'retinamnist'"):
         evaluate_ensemble([seeds[0], tiny_run("retinamnist")], "val")
 
 
@@ -310,7 +317,7 @@ def test_export_cli_refuses_mismatched_members(seeds, tiny_run, tmp_path):
         TF_CPP_MIN_LOG_LEVEL="2",
     )
     assert proc.returncode != 0
-    assert "data is 'breastmnist'" in proc.stderr
+    assert "dataset is 'breastmnist'" in proc.stderr
     assert not (tmp_path / "breastmnist").exists()
 
 

@@ -1,4 +1,4 @@
-"""Evaluate a finished run, or a seed ensemble of runs, on one split.
+"""Evaluate a finished run, or an ensemble of runs, on one split.
 
     python -m tlmed_keras.evaluate --workdir=RUN [--split=test] [--tta=MODE] [--data_dir=DIR]
     python -m tlmed_keras.evaluate --workdir=RUN_A,RUN_B,RUN_C   # or --workdir='runs/x/seed*'
@@ -13,8 +13,9 @@ heatmaps of where the model looked, see docs/saliency.md). The temperature is re
 run's calibration.json, or fitted on the validation split and stored there when missing
 (docs/calibration.md). With several runs (a comma list and/or a quoted glob) it averages their
 probabilities, prints each member's ACC / AUC and their mean +- sd beside the ensemble's, and
-writes ``<common parent>/eval_ensemble/<split>/``. Members must share dataset, size, label set
-and preprocessing; a mismatch is refused, naming it.
+writes ``<common parent>/eval_ensemble/<split>/``. Members must share the dataset, its stored
+size and label set (a mismatch is refused, naming it); backbones, model input sizes and
+normalisations may differ (each member keeps its own preprocessing).
 
 The test-time augmentation (TTA) is the run's own by default (its ``--tta`` in config.json),
 so ``evaluate`` repeats the numbers the trainer printed; an ensemble uses its members' common
@@ -35,7 +36,8 @@ from tlmed_keras.runs.workdirs import finished_runs
 flags.DEFINE_string(
     "workdir",
     None,
-    "Run directory of a finished training run; several (comma list or glob): their seed ensemble.",
+    "Run directory of a finished training run; several (comma list or glob): their ensemble "
+    "(any backbones of one dataset).",
 )
 flags.DEFINE_string(
     "compare",

@@ -1,6 +1,7 @@
 """``evaluate_run``: load a finished run, score one split, write the report into the run;
-``evaluate_ensemble``: the same for the mean probability of several runs (seed ensemble).
-Both take their data, batch size, output folder and TTA as one ``EvalOptions``."""
+``evaluate_ensemble``: the same for the mean probability of several runs (an ensemble of
+seeds or backbones). Both take their data, batch size, output folder and TTA as one
+``EvalOptions``."""
 
 from __future__ import annotations
 
@@ -122,7 +123,7 @@ def evaluate_run(
 def evaluate_ensemble(
     workdirs: Sequence[str | os.PathLike], split: str = "test", options: EvalOptions | None = None
 ) -> Report:
-    """Evaluates the mean probability of several runs (a seed ensemble) on ``split``.
+    """Evaluates the mean probability of several runs (seeds or backbones) on ``split``.
 
     Each member is scored alone too (same TTA); the printed summary lists the members' ACC /
     AUC, their mean +- sample sd, then the ensemble's full report. Files go to
@@ -130,7 +131,7 @@ def evaluate_ensemble(
     ``[_tta-<mode>]`` appended with TTA).
 
     Raises:
-        ValueError: members that differ in dataset, size, label set or preprocessing (named),
+        ValueError: members that differ in dataset, stored size or label set (named),
             or in their folds when ``split`` is not test, or (without ``options.tta``) in
             the TTA they were trained with; a bad split.
         FileNotFoundError: a folder without a finished run.
@@ -141,7 +142,7 @@ def evaluate_ensemble(
     ev, members = scored(runs, workdirs, split, options)
     common = Path(os.path.commonpath([os.path.abspath(w) for w in workdirs]))
     out = options.out_path(common / ENSEMBLE_DIR, split)
-    rows = [_member_row(w, m) for w, m in zip(workdirs, members, strict=True)]
+    rows = [_member_row(w, r, m) for w, r, m in zip(workdirs, runs, members, strict=True)]
     header = _members_text(rows) + f"\nEnsemble of {len(runs)} runs"
     header += _tta_note(options.tta, tta_source)
     payload = {"workdirs": [str(w) for w in workdirs], "tta": options.tta}
@@ -192,10 +193,11 @@ def scored(
     return ev, members
 
 
-def _member_row(workdir, member: Evaluation) -> dict:
+def _member_row(workdir, run, member: Evaluation) -> dict:
     found = member.to_json()
     return {
         "workdir": str(workdir),
+        "model": run.config.model,
         **{key: found[key] for key in ("acc", "auc", "acc_ci95", "auc_ci95")},
     }
 
@@ -214,7 +216,9 @@ def _tta_note(tta: str, source: str) -> str:
 
 def _members_text(rows: list[dict]) -> str:
     lines = ["Members:"]
-    lines += [f"  ACC {_ci(r, 'acc')}   AUC {_ci(r, 'auc')}   {r['workdir']}" for r in rows]
+    lines += [
+        f"  ACC {_ci(r, 'acc')}   AUC {_ci(r, 'auc')}   {r['workdir']} ({r['model']})" for r in rows
+    ]
     for key in ("acc", "auc"):
         values = [r[key] for r in rows if r[key] is not None]
         sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0

@@ -10,13 +10,14 @@ validation split: its calibration.json, fitted now if missing), ``DIR/models.con
 and ``DIR/<name>/request.json``. The version is verified against the Keras model on real
 images of ``--split`` before it is moved into place. See docs/serving.md.
 
-Several runs (a comma list and/or a quoted glob; same dataset, size, label set and
-preprocessing, else refused) export as ONE SavedModel whose ``probabilities`` are the mean of
-the members'. The graph holds the runs' own test-time augmentation by default (their
+Several runs (a comma list and/or a quoted glob; same dataset, stored size and label set,
+else refused; backbones and model input sizes may differ, each member keeps its own
+preprocessing inside the graph) export as ONE SavedModel whose ``probabilities`` are the mean
+of the members'. The graph holds the runs' own test-time augmentation by default (their
 ``--tta`` in config.json, so the served model is the one the trainer scored; members trained
 with different modes are refused); ``--tta`` overrides: ``flip`` averages each model over the
 horizontal mirror (``shift`` and ``flip_shift``: small shifts too, ``tlmed_keras.tta``). The
-ensemble is verified against the Keras ensemble (``runs.ensemble.Averaged``).
+ensemble is verified against the Keras ensemble (``runs.ensemble.serving_parts``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ flags.DEFINE_string(
     "workdir",
     None,
     "Run directory of a finished training run; several (comma list or glob): one SavedModel "
-    "of their seed ensemble (mean probability).",
+    "of their ensemble (mean probability; backbones and input sizes may differ).",
 )
 flags.DEFINE_enum(
     "tta",
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> None:
     from tlmed_keras.export.savedmodel import export_savedmodel
     from tlmed_keras.housekeeping import remove_stale_export_temps
     from tlmed_keras.runs.calibration import FitOptions, temperature_for
-    from tlmed_keras.runs.ensemble import ensemble_model, load_members, recorded_tta
+    from tlmed_keras.runs.ensemble import load_members, recorded_tta, serving_parts
     from tlmed_keras.runs.split import load_split
     from tlmed_keras.serving import layout
     from tlmed_keras.serving.verify import ExportVerificationError
@@ -102,10 +103,12 @@ def main(argv: list[str]) -> None:
     if len(runs) > 1:
         metadata["ensemble_workdirs"] = [str(r.workdir) for r in runs]
         metadata["ensemble_models"] = [r.config.model for r in runs]
+        metadata["ensemble_image_sizes"] = [r.preprocess.image_size for r in runs]
+    model, preprocess = serving_parts(runs, tta_mode)
     try:
         result = export_savedmodel(
-            ensemble_model(runs, tta_mode),
-            run.preprocess,
+            model,
+            preprocess,
             run.info,
             F.export_dir,
             images,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import urllib.parse
 from collections.abc import Callable
 
 import keras
@@ -21,6 +22,10 @@ from tlmed_keras.models.features import Splitter
 # init), "imagenet" or a pathlib.Path to a framework checkpoint the family can convert.
 Builder = Callable[[tuple[int, int, int], "str | pathlib.Path | None", bool], keras.Model]
 Blocks = Callable[[keras.Model], list[list[keras.layers.Layer]]]
+
+
+# Checkpoint files whose published name identifies them (a hash in the name, as torchvision's).
+PUBLISHED_SUFFIXES = (".pth", ".pt")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -67,6 +72,16 @@ class ModelSpec:
     pretrained_sizes: tuple[int, ...] | None = None
     checkpoint_hint: str = ""
     top_outputs: str = "logits"
+
+    @property
+    def published_file(self) -> str:
+        """The file name its ImageNet weights are published under (the last part of a
+        ``weights_source`` URL naming a checkpoint, e.g. ``mobilenet_v2-b0353104.pth``), or
+        "" when they come from a library (keras.applications, keras-hub). ``--weights=
+        imagenet`` takes a local copy of it from ``--weights_dir`` or a cache before
+        downloading (``tlmed_keras.weights_files``)."""
+        name = os.path.basename(urllib.parse.urlparse(self.weights_source).path)
+        return name if name.endswith(PUBLISHED_SUFFIXES) else ""
 
     def check_image_size(self, image_size: int | None, pretrained: bool = False) -> int:
         """Returns the input side to build at (``input_size`` when None).

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Any
 
 from tlmed_keras import tta
@@ -41,7 +40,17 @@ class Config:
     size: int = _field(28, "MedMNIST pixel size of the dataset files: 28, 64, 128 or 224.")
     image_size: int = _field(0, "Backbone input side in pixels; 0 = the model's native size.")
     interpolation: str = _field("bilinear", "Resize: bilinear, nearest or bicubic.")
-    weights: str = _field("imagenet", "Backbone weights: imagenet, none, or a weights file path.")
+    weights: str = _field(
+        "imagenet",
+        "Backbone weights: imagenet, none, or a weights file: a path, or a published file name "
+        "(e.g. mobilenet_v2-b0353104.pth) found in --weights_dir or the usual caches.",
+    )
+    weights_dir: str = _field(
+        "",
+        "Folder searched recursively for a --weights file by its name (and, with imagenet, for "
+        "the backbone's published file) before the caches ~/.cache/torch/hub/checkpoints and "
+        "~/.keras/models and before any download; e.g. ../shared/weights.",
+    )
     data_dir: str = _field("", "Folder of the MedMNIST npz files; empty = medmnist's ~/.medmnist.")
     download: bool = _field(
         False, "Download missing dataset files (MD5 verified); off by default, as in data/eda."
@@ -230,8 +239,7 @@ def check(config: Config) -> None:
         _fail("image_size", config.image_size, "use a positive side in pixels, or 0 (native).")
     if config.interpolation not in INTERPOLATIONS:
         _fail("interpolation", config.interpolation, f"accepted: {', '.join(INTERPOLATIONS)}.")
-    if config.weights not in WEIGHTS_KEYWORDS and not os.path.isfile(config.weights):
-        _fail("weights", config.weights, "use imagenet, none, or the path of an existing file.")
+    _check_weights(config)
     for field in dataclasses.fields(config):
         _check_minimum(field.name, getattr(config, field.name), field.metadata["minimum"])
     if config.head_epochs + config.finetune_epochs == 0:
@@ -277,6 +285,16 @@ def check(config: Config) -> None:
     if config.data_source not in DATA_SOURCES:
         _fail("data_source", config.data_source, f"accepted: {', '.join(DATA_SOURCES)}.")
     _check_cross_fitting(config)
+
+
+def _check_weights(config: Config) -> None:
+    from tlmed_keras import weights_files
+
+    if not config.weights:
+        _fail("weights", config.weights, "use imagenet, none, or a weights file.")
+    weights_files.check_weights_dir(config.weights_dir)
+    if config.weights not in WEIGHTS_KEYWORDS:
+        weights_files.find_weights_file(config.weights, config.weights_dir)
 
 
 def _check_cross_fitting(config: Config) -> None:

@@ -8,8 +8,11 @@ returns them as logits of the same task: ``log p`` (softmax tasks) or
 averaged probabilities, so everything that takes a run's logits-returning model (evaluation,
 the SavedModel export and its verification) takes an ensemble unchanged.
 
-``resolve_workdirs`` (``workdirs``) reads ``--workdir=A,B,C`` or a glob; ``load_members`` loads
-the runs and refuses members that do not share dataset, size, label set and preprocessing.
+Members may differ in backbone, model input size and normalisation: ``serving_parts`` gives
+such an ensemble as ``PerMemberPreprocessing``, a model on raw pixels that runs each member's
+own ``Preprocess`` inside (one SavedModel, raw uint8 in). ``resolve_workdirs`` (``workdirs``)
+reads ``--workdir=A,B,C`` or a glob; ``load_members`` loads the runs and refuses members that
+do not share the dataset, its stored image size and its label set.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+from keras.src.layers.preprocessing.data_layer import DataLayer
 
 from tlmed_keras import metrics as mm
 from tlmed_keras import tta as tta_modes
@@ -133,13 +137,13 @@ def with_tta(model: keras.Model, task: str, tta: str) -> keras.Model:
 
 
 def _member_facts(run: Any) -> dict[str, Any]:
-    """What members must share: the dataset, its file size, the label set, preprocessing."""
+    """What members must share: the same images in (dataset, stored size), the same classes
+    out. Backbone, model input size and normalisation may differ: each member keeps its own
+    preprocessing."""
     return {
-        "data": run.config.data,
-        "size": run.config.size,
-        "task": run.info.task,
-        "labels": tuple(run.info.label_names),
-        "preprocessing": _preprocessing(run.preprocess),
+        "dataset": run.config.data,
+        "stored image size": run.config.size,
+        "label set": tuple(run.info.label_names),
     }
 
 
@@ -152,7 +156,7 @@ def _preprocessing(preprocess: Any) -> dict[str, Any] | None:
 
 
 def check_members(runs: Sequence[Any]) -> None:
-    """Refuses an ensemble of runs that differ in dataset, size, label set or preprocessing.
+    """Refuses an ensemble of runs that differ in dataset, stored image size or label set.
 
     Raises:
         ValueError: naming the first differing fact, its value in the first member and in
@@ -166,9 +170,10 @@ def check_members(runs: Sequence[Any]) -> None:
         for key, value in first.items():
             if facts[key] != value:
                 raise ValueError(
-                    f"Ensemble members must share data, size, label set and preprocessing: "
-                    f"{key} is {value!r} in {runs[0].workdir} but {facts[key]!r} in "
-                    f"{run.workdir}. Pass runs of the same dataset and recipe."
+                    f"Ensemble members must share the dataset, its stored image size and its "
+                    f"label set: the {key} is {value!r} in {runs[0].workdir} but "
+                    f"{facts[key]!r} in {run.workdir}. Pass runs trained on the same "
+                    "dataset files (backbones and model input sizes may differ)."
                 )
 
 
@@ -223,12 +228,100 @@ def load_members(workdirs: Sequence[str | os.PathLike]) -> list[Any]:
 
 
 def ensemble_model(runs: Sequence[Any], tta: str = "none") -> keras.Model:
-    """The run's own model for one run without TTA, else an ``Averaged`` of the runs.
+    """The run's own model for one run without TTA, else an ``Averaged`` of the runs: a
+    model on the runs' shared preprocessed input (``serving_parts`` takes any members).
+
+    Raises:
+        ValueError: a bad ``tta``, mirroring TTA on a set whose labels name a body side, or
+            members with different preprocessing.
+    """
+    check_tta_for(tta, runs[0].info)
+    if not _same_preprocessing(runs):
+        raise ValueError(
+            "These members preprocess their input differently (backbone, input size or "
+            "normalisation): use serving_parts, which runs each member's own preprocessing."
+        )
+    if len(runs) == 1:
+        return with_tta(runs[0].model, runs[0].info.task, tta)
+    return Averaged([run.model for run in runs], runs[0].info.task, tta)
+
+
+def _same_preprocessing(runs: Sequence[Any]) -> bool:
+    first = _preprocessing(runs[0].preprocess)
+    return all(_preprocessing(run.preprocess) == first for run in runs[1:])
+
+
+class RawPixels(DataLayer):
+    """The input layer of a ``PerMemberPreprocessing`` ensemble: raw images (uint8,
+    ``[B, H, W]`` or ``[B, H, W, C]``) as float32 ``[B, H, W, C]``, nothing else: each member
+    resizes and normalises them itself."""
+
+    def call(self, images):
+        x = self.backend.cast(images, "float32")
+        return self.backend.numpy.expand_dims(x, -1) if len(x.shape) == 3 else x
+
+    def map_batch(self, images):
+        """The tf.data pipeline's call (``Preprocess.map_batch``'s counterpart)."""
+        return self(images)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) if len(input_shape) == 4 else (*input_shape, 1)
+
+
+class PerMemberPreprocessing(keras.Model):
+    """Mean probability of members that each bring their own preprocessing, on raw pixels
+    (``RawPixels``' output), returned as logits like ``Averaged``.
+
+    Members sharing one ``Preprocess`` configuration are fed one preprocessed batch; each
+    member's TTA views are taken of its own preprocessed images, exactly as when it is
+    evaluated alone, so the ensemble is the mean of its members' evaluations.
+
+    Args:
+        groups: ``(preprocess, models)`` pairs: a ``Preprocess`` layer and the classifiers
+            (returning logits) trained behind it.
+        task: the dataset's MedMNIST task.
+        tta: a mode of ``tlmed_keras.tta.MODES``.
+    """
+
+    def __init__(self, groups: Sequence[tuple[Any, Sequence[keras.Model]]], task: str, tta="none"):
+        super().__init__(name="ensemble")
+        if not groups or not all(models for _, models in groups):
+            raise ValueError("An ensemble needs at least one member model.")
+        self.preprocessing = [preprocess for preprocess, _ in groups]
+        self.groups = [list(models) for _, models in groups]
+        self.task = task
+        self.tta = check_tta(tta)
+        self.built = all(m.built for models in self.groups for m in models)
+
+    def call(self, images, training=False):
+        probs = [
+            _probabilities(member(view, training=False), self.task)
+            for preprocess, members in zip(self.preprocessing, self.groups, strict=True)
+            for view in _views(preprocess(images), self.tta)
+            for member in members
+        ]
+        mean = probs[0] if len(probs) == 1 else keras.ops.mean(keras.ops.stack(probs), axis=0)
+        return _as_logits(mean, self.task)
+
+
+def _grouped(runs: Sequence[Any]) -> list[tuple[Any, list[keras.Model]]]:
+    """The runs' models grouped by preprocessing (in order of first appearance)."""
+    groups: dict[str, tuple[Any, list[keras.Model]]] = {}
+    for run in runs:
+        key = repr(_preprocessing(run.preprocess))
+        groups.setdefault(key, (run.preprocess, []))[1].append(run.model)
+    return list(groups.values())
+
+
+def serving_parts(runs: Sequence[Any], tta: str = "none") -> tuple[keras.Model, Any]:
+    """``(model, preprocess)`` of the runs' ensemble for export: ``preprocess`` maps raw
+    pixels to ``model``'s input. Members with one preprocessing: their ``Preprocess`` and
+    ``ensemble_model``; otherwise ``RawPixels`` and a ``PerMemberPreprocessing``.
 
     Raises:
         ValueError: a bad ``tta``, or mirroring TTA on a set whose labels name a body side.
     """
     check_tta_for(tta, runs[0].info)
-    if len(runs) == 1:
-        return with_tta(runs[0].model, runs[0].info.task, tta)
-    return Averaged([run.model for run in runs], runs[0].info.task, tta)
+    if _same_preprocessing(runs):
+        return ensemble_model(runs, tta), runs[0].preprocess
+    return PerMemberPreprocessing(_grouped(runs), runs[0].info.task, tta), RawPixels()

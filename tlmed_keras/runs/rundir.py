@@ -59,9 +59,10 @@ CKPT_DIR = "ckpt"
 LEGACY_CKPT_DIR = "checkpoint"  # before issue 17; still read, renamed to CKPT_DIR on resume
 STATE_FILE = "state.json"
 FLAGS_KEY = "flags"  # config.json: the flags as given (top level: resolved, e.g. image_size)
-# Flags that only decide whether to stop, never what is computed: a rerun may change them and
-# still resume (e.g. --on_divergence=warn to continue a run stopped for divergence).
-RESUME_NEUTRAL_FLAGS = frozenset({"on_divergence", "divergence_factor"})
+# Flags that only decide whether to stop or where a file is looked for, never what is
+# computed: a rerun may change them and still resume (e.g. --on_divergence=warn to continue a
+# run stopped for divergence, --weights_dir on another machine).
+RESUME_NEUTRAL_FLAGS = frozenset({"on_divergence", "divergence_factor", "weights_dir"})
 
 
 def atomic_write(path: os.PathLike | str, data: str | bytes) -> None:

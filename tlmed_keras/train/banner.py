@@ -143,6 +143,14 @@ def _phase_line(p: PhaseCounts, config: Config) -> str:
     )
 
 
+def _weights(config: Config) -> str:
+    """``--weights``, and the file it was found as when that is another path."""
+    from tlmed_keras import weights_files
+
+    found = weights_files.find_weights_file(config.weights, config.weights_dir)
+    return config.weights if found == config.weights else f"{config.weights} (found: {found})"
+
+
 def start_lines(
     config: Config,
     workdir: os.PathLike | str,
@@ -168,7 +176,7 @@ def start_lines(
         f"input       {config.size} px stored -> {resolved['image_size']} px "
         f"({norm.get('interpolation', config.interpolation)}){_normalisation(inner)}",
         f"model       {config.model}",
-        f"weights     {config.weights}",
+        f"weights     {_weights(config)}",
         f"batches     {config.batch_size} images, {resolved['steps_per_epoch']} steps/epoch, "
         f"seed {config.seed}",
         _augment_line(config, resolved["label_names"], resolved["task"]),

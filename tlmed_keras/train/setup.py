@@ -18,6 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tlmed_keras import weights_files
 from tlmed_keras.data import catalog
 from tlmed_keras.data.preprocess import Preprocess
 from tlmed_keras.runs import config as cfg
@@ -270,6 +271,9 @@ def _float32_output(model):
 def build_classifier(config: Config, s: Setup, registry: Any, weights: str) -> tuple[Any, Any]:
     """``(classifier, backbone)`` from the registry, with ``weights``, returning float32
     logits."""
+    # A file name or a published ImageNet file: the local copy (weights_files), if any.
+    published = getattr(registry.get_spec(config.model), "published_file", "")
+    weights = weights_files.resolve_weights(weights, config.weights_dir, published)
     # A --weights file that fails to load, whatever the converter raised: WeightsFileError.
     with loading_weights(weights, config.model):
         model, backbone = registry.build_classifier(
