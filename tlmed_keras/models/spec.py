@@ -77,9 +77,9 @@ class ModelSpec:
     def published_file(self) -> str:
         """The file name its ImageNet weights are published under (the last part of a
         ``weights_source`` URL or file name naming a checkpoint, e.g.
-        ``mobilenet_v2-b0353104.pth``), or "" when they come from a library (keras.applications, keras-hub). ``--weights=
-        imagenet`` takes a local copy of it from ``--weights_dir`` or a cache before
-        downloading (``tlmed_keras.weights_files``)."""
+        ``mobilenet_v2-b0353104.pth``), or "" when they come from a library
+        (keras.applications, keras-hub). ``--weights=imagenet`` takes a local copy of it from
+        ``--weights_dir`` or a cache before downloading (``tlmed_keras.weights_files``)."""
         first = self.weights_source.split()[0] if self.weights_source.strip() else ""
         name = os.path.basename(urllib.parse.urlparse(first).path)
         return name if name.endswith(PUBLISHED_SUFFIXES) else ""
