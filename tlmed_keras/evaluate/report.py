@@ -139,7 +139,7 @@ def evaluate_ensemble(
     runs = load_members(workdirs)
     check_split_shared(runs, split)
     options, tta_source = (options or EvalOptions()).for_runs(runs)
-    ev, members = scored(runs, workdirs, split, options)
+    ev, members = scored(runs, workdirs, split, options, members_too=True)
     common = Path(os.path.commonpath([os.path.abspath(w) for w in workdirs]))
     out = options.out_path(common / ENSEMBLE_DIR, split)
     rows = [_member_row(w, r, m) for w, r, m in zip(workdirs, runs, members, strict=True)]
@@ -165,10 +165,15 @@ def evaluate_workdirs(
 
 
 def scored(
-    runs: Sequence, workdirs: Sequence, split: str, options: EvalOptions
+    runs: Sequence,
+    workdirs: Sequence,
+    split: str,
+    options: EvalOptions,
+    members_too: bool = False,
 ) -> tuple[Evaluation, list[Evaluation]]:
     """``(evaluation of the run or ensemble, evaluations of its members)`` on ``split``, with
-    calibration under the runs' temperature (fitted on val now if none is stored)."""
+    calibration under the runs' temperature (fitted on val now if none is stored). The member
+    list is empty unless ``members_too`` (an ensemble's report lists them, even of one run)."""
     info = runs[0].info
     y_true, logits = calibrate.member_logits(runs, split, options)
 
@@ -183,7 +188,7 @@ def scored(
         )
 
     probabilities = [mm.probabilities(z, info.task) for z in logits]
-    members = [evaluation(p) for p in probabilities] if len(runs) > 1 else []
+    members = [evaluation(p) for p in probabilities] if members_too else []
     ev = evaluation(np.mean(probabilities, axis=0))
     val = (y_true, logits) if split == "val" else None
     entry, path = calibrate.temperature_for(runs, workdirs, options, val=val)

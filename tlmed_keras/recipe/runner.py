@@ -34,7 +34,7 @@ class Outcome:
 
 def is_finished(run: MemberRun, arguments: Sequence[str]) -> bool:
     """Whether ``run.workdir`` holds a finished run (DONE) of exactly these flags."""
-    from tlmed_keras.train import rundir
+    from tlmed_keras.runs import rundir
 
     folder = rundir.RunDir(run.workdir)
     if not (folder.is_done() and folder.has_config()):
