@@ -115,19 +115,26 @@ def test_cli_prints_top_classes(tiny_run, tmp_path):
     assert len(top) == 2 and {g["label"] for g in top} == labels
 
 
-def test_cli_refuses_a_non_image_before_tensorflow_loads(tmp_path):
-    bad = tmp_path / "report.pdf"
-    bad.write_bytes(b"%PDF-1.4 not an image")
+def _predict_cli(workdir, paths):
+    """``python -m tlmed_keras.predict --workdir=WORKDIR PATHS`` in a fresh interpreter; its
+    stdout ends with the exit status and whether TensorFlow / Keras were imported."""
+    args = ", ".join(repr(str(p)) for p in paths)
     code = (
         "import runpy, sys\n"
-        f"sys.argv = ['predict', '--workdir={tmp_path}', {str(bad)!r}]\n"
+        f"sys.argv = ['predict', '--workdir={workdir}', {args}]\n"
         "try:\n"
         "    runpy.run_module('tlmed_keras.predict', run_name='__main__')\n"
         "except SystemExit as e:\n"
         "    print('EXIT', e)\n"
         "print('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
     )
-    done = run_python("-c", code, timeout=120)
+    return run_python("-c", code, timeout=120)
+
+
+def test_cli_refuses_a_non_image_before_tensorflow_loads(tmp_path):
+    bad = tmp_path / "report.pdf"
+    bad.write_bytes(b"%PDF-1.4 not an image")
+    done = _predict_cli(tmp_path, [bad])
     # The one error layer (cli.run): the message on stderr, exit 2 (a bad value).
     assert "EXIT 2" in done.stdout, done.stderr
     assert done.stderr.startswith("tlmed_keras.predict: error:"), done.stderr
@@ -204,17 +211,7 @@ def test_an_image_flat_only_after_resizing_is_refused_and_the_rest_kept(tmp_path
 def test_cli_names_every_refused_file_before_tensorflow_loads(tmp_path):
     Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(tmp_path / "clear.png")
     (tmp_path / "scan.dcm").write_bytes(b"\0" * 200)
-    code = (
-        "import runpy, sys\n"
-        f"sys.argv = ['predict', '--workdir={tmp_path}', {str(tmp_path / 'clear.png')!r}, "
-        f"{str(tmp_path / 'scan.dcm')!r}]\n"
-        "try:\n"
-        "    runpy.run_module('tlmed_keras.predict', run_name='__main__')\n"
-        "except SystemExit as e:\n"
-        "    print('EXIT', e)\n"
-        "print('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
-    )
-    done = run_python("-c", code, timeout=120)
+    done = _predict_cli(tmp_path, [tmp_path / "clear.png", tmp_path / "scan.dcm"])
     assert "EXIT 2" in done.stdout and "TF False False" in done.stdout, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 3, done.stderr
