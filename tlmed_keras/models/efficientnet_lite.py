@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import os
 import pathlib
 import re
 from collections.abc import Mapping
@@ -31,10 +30,11 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from tlmed_keras import weights_files
 from tlmed_keras.models.converters.state_dict import READABLE_SUFFIXES, read_state_dict
 from tlmed_keras.models.converters.torchvision import assign_state_dict
 from tlmed_keras.models.features import at_output
-from tlmed_keras.models.spec import ModelSpec, WeightsUnavailableError, keras_home_models, register
+from tlmed_keras.models.spec import ModelSpec, WeightsUnavailableError, register
 
 # Batch norm of the TensorFlow originals; Keras' momentum is TensorFlow's.
 BN_EPSILON = 1e-3
@@ -295,12 +295,9 @@ def _sha256(path: pathlib.Path) -> str:
 
 
 def weight_caches() -> list[pathlib.Path]:
-    """Folders searched for a published weights file: Keras' cache, then torch hub's."""
-    torch_home = os.environ.get("TORCH_HOME", os.path.join("~", ".cache", "torch"))
-    return [
-        pathlib.Path(keras_home_models()),
-        pathlib.Path(torch_home).expanduser() / "hub" / "checkpoints",
-    ]
+    """Folders searched for a published weights file: the usual caches (torch hub's, then
+    Keras'), the same ones ``--weights_dir`` lookups fall back on."""
+    return weights_files.cache_folders()
 
 
 def find_published_weights(variant: LiteVariant) -> pathlib.Path:
